@@ -1,0 +1,101 @@
+"""The ``unfork`` command: a thin dispatcher.
+
+Groups and commands live in their own modules and are imported only when
+used, so ``unfork --help`` stays fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from unfork import __version__
+
+# group name -> (module, attribute, one-line help shown by `unfork --help`)
+GROUPS: dict[str, tuple[str, str, str]] = {
+    "config": ("unfork.cli.config", "config", "Create, show and edit the configuration."),
+    "taxonomy": ("unfork.cli.taxonomy", "taxonomy", "Validate taxonomy leaves and list what changed."),
+    "data": ("unfork.cli.data", "data", "Generate and list synthetic training data."),
+    "model": ("unfork.cli.model", "model", "Download, serve, chat with, train and evaluate models."),
+    "system": ("unfork.cli.system", "system", "Describe this machine and the installed backends."),
+}
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("unfork.cli.run", "run", "The main job: validate, generate, train, evaluate, report."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr, _ = self.lazy[name]
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as exc:
+                if exc.name and exc.name.startswith("unfork"):
+                    return None
+                raise
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Help text comes from the table above, so listing commands imports nothing.
+        rows = [(name, help_text) for name, (_, _, help_text) in sorted(self.lazy.items())]
+        rows += [(name, cmd.get_short_help_str()) for name, cmd in sorted(self.commands.items())]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def lazy_group(lazy: dict[str, tuple[str, str, str]], **kwargs):
+    return click.group(cls=LazyGroup, lazy=lazy, **kwargs)
+
+
+@lazy_group({**GROUPS, **COMMANDS}, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="unfork")
+def cli() -> None:
+    """unfork: teach a language model a new skill or new knowledge from a handful of examples.
+
+    \b
+    Typical flow:
+      unfork config init                 create the config and data folders
+      unfork taxonomy validate           check your qna.yaml leaves
+      unfork data generate               expand the seeds with a teacher model
+      unfork model train                 fine-tune the student on the data
+      unfork model chat                  talk to the result
+    Or all of it at once on the example taxonomy: unfork run
+    """
+
+
+def main() -> None:
+    from unfork.errors import UserError
+
+    try:
+        cli.main(prog_name="unfork", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        click.secho(f"Error: {exc.message}", fg="red", err=True)
+        if exc.hint:
+            click.echo(f"  hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)

@@ -1,0 +1,288 @@
+"""The one typed definition of unfork's settings.
+
+Each section is a dataclass whose fields carry their help text. From it come:
+the defaults, the commented config file (``unfork config init``), the
+environment variables (``UNFORK_<SECTION>_<FIELD>``) and the command-line flags
+(:func:`unfork.cli.options.config_options`). Precedence: defaults < config file
+< environment < flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unfork.errors import UserError
+from unfork.paths import get_paths
+
+
+def _f(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class GeneralConfig:
+    log_level: str = _f("INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass
+class TaxonomyConfig:
+    path: str = _f("", "Taxonomy folder (a git repository). Empty: <data dir>/taxonomy.")
+    base: str = _f("origin/main", "Git ref that 'taxonomy diff' compares against; 'empty' means every leaf.")
+
+
+@dataclass
+class ModelsConfig:
+    teacher: str = _f("qwen2.5-coder-1.5b-instruct", "Teacher model for data generation and judging (catalog name or path).")
+    student: str = _f("smollm2-135m-instruct", "Student model that training starts from (catalog name or path).")
+    chat: str = _f("", "Model for 'model serve' and 'model chat'. Empty: the teacher.")
+
+
+@dataclass
+class ServeConfig:
+    backend: str = _f("auto", "Serving backend.", choices=("auto", "llama-cpp", "transformers", "vllm"))
+    host: str = _f("127.0.0.1", "Address to bind. Keep 127.0.0.1 unless you set an API key.")
+    port: int = _f(8000, "Port to listen on.")
+    api_key: str = _f("", "If set, every request must send 'Authorization: Bearer <key>'.")
+    parallel: int = _f(4, "Requests decoded at the same time (llama.cpp slots).")
+    ctx_size: int = _f(4096, "Context window in tokens (shared by the parallel slots for llama.cpp).")
+
+
+@dataclass
+class ChatConfig:
+    system: str = _f("You are a helpful assistant.", "System prompt for chat.")
+    temperature: float = _f(0.7, "Sampling temperature.")
+    max_tokens: int = _f(512, "Most tokens in one answer.")
+    markdown: bool = _f(True, "Render answers as Markdown.")
+
+
+@dataclass
+class GenerateConfig:
+    pipeline: str = _f("full", "SDG pipeline: full, simple, or a folder with a pipeline.yaml.")
+    num_samples: int = _f(30, "Accepted samples to aim for per leaf.")
+    max_concurrency: int = _f(8, "Requests in flight to the teacher at once.")
+    endpoint_urls: list[str] = _f([], "OpenAI-compatible teacher endpoints. Empty: start a local server.")
+    seed: int = _f(42, "Random seed.")
+
+
+@dataclass
+class TrainConfig:
+    method: str = _f("lora", "Fine-tuning method.", choices=("lora", "full"))
+    epochs: int = _f(3, "Passes over the data.")
+    learning_rate: float = _f(2e-4, "Peak learning rate.")
+    effective_batch_size: int = _f(16, "Samples per optimizer step (reached with gradient accumulation).")
+    max_seq_len: int = _f(1024, "Longest sample in tokens; longer ones are dropped and counted.")
+    device: str = _f("auto", "Training device.", choices=("auto", "cpu", "cuda"))
+    dtype: str = _f("auto", "Training precision.", choices=("auto", "bf16", "fp32"))
+    seed: int = _f(42, "Random seed.")
+
+
+@dataclass
+class Config:
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    taxonomy: TaxonomyConfig = field(default_factory=TaxonomyConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def taxonomy_path(self) -> Path:
+        return Path(self.taxonomy.path).expanduser() if self.taxonomy.path else get_paths().taxonomy_dir
+
+    def chat_model(self) -> str:
+        return self.models.chat or self.models.teacher
+
+
+SECTION_DOCS = {
+    "general": "General settings.",
+    "taxonomy": "Where the taxonomy lives and what 'diff' compares against.",
+    "models": "Which models play which role.",
+    "serve": "'unfork model serve': the OpenAI-compatible server.",
+    "chat": "'unfork model chat'.",
+    "generate": "'unfork data generate': synthetic data generation.",
+    "train": "'unfork model train'.",
+}
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "general": GeneralConfig, "taxonomy": TaxonomyConfig, "models": ModelsConfig,
+    "serve": ServeConfig, "chat": ChatConfig, "generate": GenerateConfig, "train": TrainConfig,
+}
+
+
+def field_type(section: str, name: str) -> Any:
+    hints = typing.get_type_hints(_SECTION_TYPES[section])
+    return hints[name]
+
+
+def env_var(section: str, name: str) -> str:
+    return f"UNFORK_{section.upper()}_{name.upper()}"
+
+
+class ConfigError(UserError):
+    pass
+
+
+def _suggest(word: str, options: list[str]) -> str | None:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+def unknown_key_error(where: str, key: str, options: list[str]) -> ConfigError:
+    close = _suggest(key, options)
+    hint = f"did you mean '{close}'?" if close else f"valid keys: {', '.join(sorted(options))}"
+    return ConfigError(f"{where}: unknown setting '{key}'", hint=hint)
+
+
+def coerce(value: Any, typ: Any, where: str) -> Any:
+    """Convert a value from a file, the environment or a flag to the field's type."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        return None if value is None else coerce(value, args[0], where)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(typ)
+        return [coerce(v, item, where) for v in value]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if typ in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return typ(value) if typ is float or not isinstance(value, float) else _exact_int(value)
+        except (TypeError, ValueError):
+            kind = "a whole number" if typ is int else "a number"
+            raise ConfigError(f"{where}: expected {kind}, got {value!r}") from None
+    if typ is str:
+        if value is None or isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected text, got {value!r}")
+        return str(value)
+    return value
+
+
+def _exact_int(value: float) -> int:
+    if value != int(value):
+        raise ValueError(value)
+    return int(value)
+
+
+def _check_choice(section: str, name: str, value: Any, where: str) -> None:
+    choices = {f.name: f for f in dataclasses.fields(_SECTION_TYPES[section])}[name].metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: '{value}' is not one of {', '.join(choices)}")
+
+
+def _apply(cfg: Config, section: str, name: str, raw: Any, where: str) -> None:
+    fields = {f.name for f in dataclasses.fields(_SECTION_TYPES[section])}
+    if name not in fields:
+        raise unknown_key_error(where.rsplit(":", 1)[0] if ":" in where else where, f"{section}.{name}",
+                                [f"{section}.{n}" for n in fields])
+    value = coerce(raw, field_type(section, name), where)
+    _check_choice(section, name, value, where)
+    setattr(getattr(cfg, section), name, value)
+
+
+def _file_data(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{at}: not valid YAML ({getattr(exc, 'problem', exc)})",
+                          hint="fix the file, or recreate it with 'unfork config init --force'") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None,
+                environ: dict[str, str] | None = None) -> Config:
+    """Resolve the settings: defaults < config file < environment < ``overrides`` (flags).
+
+    ``overrides`` maps ``"section.field"`` to a value; ``None`` values are ignored
+    (a flag the user did not give).
+    """
+    cfg = Config()
+    path = path or get_paths().config_file
+    if path.exists():
+        data = _file_data(path)
+        for section, values in data.items():
+            if section not in _SECTION_TYPES:
+                raise unknown_key_error(str(path), str(section), list(_SECTION_TYPES))
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: section '{section}' must be a mapping")
+            for name, raw in values.items():
+                _apply(cfg, section, str(name), raw, f"{path}: {section}.{name}")
+    environ = os.environ if environ is None else environ
+    known = {env_var(s, f.name): (s, f.name) for s, t in _SECTION_TYPES.items() for f in dataclasses.fields(t)}
+    for var, raw in environ.items():
+        if var in known:
+            section, name = known[var]
+            _apply(cfg, section, name, raw, f"environment variable {var}")
+        elif var.startswith("UNFORK_") and var not in ("UNFORK_HOME",) and var.count("_") >= 2 \
+                and var.split("_")[1].lower() in _SECTION_TYPES:
+            raise unknown_key_error("environment", var, list(known))
+    for key, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        section, _, name = key.partition(".")
+        _apply(cfg, section, name, raw, f"option --{name.replace('_', '-')}")
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def render_config_file(cfg: Config | None = None) -> str:
+    """The config file with a comment above every setting."""
+    import yaml
+
+    cfg = cfg or Config()
+    lines = ["# unfork configuration.", "# Precedence: defaults < this file < UNFORK_<SECTION>_<KEY> environment",
+             "# variables < command-line flags. 'unfork config show' prints the resolved values.", ""]
+    for section, typ in _SECTION_TYPES.items():
+        lines.append(f"# {SECTION_DOCS[section]}")
+        lines.append(f"{section}:")
+        for f in dataclasses.fields(typ):
+            help_text = f.metadata.get("help", "")
+            choices = f.metadata.get("choices")
+            if choices:
+                help_text += f" One of: {', '.join(choices)}."
+            lines.append(f"  # {help_text} (env: {env_var(section, f.name)})")
+            value = getattr(getattr(cfg, section), f.name)
+            dumped = yaml.safe_dump({f.name: value}, default_flow_style=True, width=10_000).strip()
+            lines.append("  " + dumped[1:-1])
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
