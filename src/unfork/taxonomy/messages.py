@@ -31,6 +31,7 @@ class FileReport:
     errors: list[Message] = field(default_factory=list)
     warnings: list[Message] = field(default_factory=list)
     skipped: bool = False  # e.g. a misnamed qna.yml: warned about, not validated
+    foundational: bool = False  # under foundational_skills/: validated, skipped by later stages
 
     @property
     def ok(self) -> bool:
@@ -46,7 +47,7 @@ class FileReport:
     def to_json(self) -> str:
         return json.dumps({
             "path": self.path, "kind": self.kind, "version": self.version,
-            "skipped": self.skipped,
+            "skipped": self.skipped, "foundational": self.foundational,
             "errors": [m.to_json() for m in self.errors],
             "warnings": [m.to_json() for m in self.warnings],
         }, ensure_ascii=False)
