@@ -1,0 +1,1018 @@
+"""One client for every OpenAI-compatible endpoint unfork talks to.
+
+Chat, data generation and evaluation all go through :class:`OpenAIClient`
+(one endpoint) or :class:`MultiClient` (several, e.g. repeated
+``--endpoint-url``). Both are asyncio-first; :class:`SyncClient` wraps either
+for plain code.
+
+What the client does for its callers:
+
+- retries with exponential backoff and jitter on 429 (honouring
+  ``Retry-After``), 408, 5xx, connection errors and timeouts; never on other
+  4xx, which raise an :class:`APIError` carrying the server's own message;
+- recognises a prompt that does not fit the model's window
+  (:class:`ContextOverflowError`), so callers can re-chunk or trim;
+- limits the requests in flight with one semaphore per endpoint;
+- counts requests, retries, failures and tokens (:class:`Stats`).
+
+A streamed answer is retried only while nothing has been yielded yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from unfork.errors import UserError
+
+log = logging.getLogger("unfork.client")
+
+T = TypeVar("T")
+Message = dict[str, Any]
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_AFTER_MAX = 120.0  # a server asking for longer than this gets this
+
+
+# ---------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How to reach one endpoint and how hard to try."""
+
+    base_url: str
+    """The API root, e.g. ``http://127.0.0.1:8000/v1``; a bare ``host:port`` gets ``/v1``."""
+    api_key: str | None = None
+    """Sent as ``Authorization: Bearer <key>`` when set."""
+    timeout: float = 600.0
+    """Seconds to wait for a response, or between two chunks of a streamed one."""
+    connect_timeout: float = 10.0
+    """Seconds to wait for the TCP connection."""
+    max_retries: int = 5
+    """Retries after the first attempt (0: try once)."""
+    backoff_base: float = 0.5
+    """First retry waits about this long; each later one twice as long."""
+    backoff_max: float = 20.0
+    """Longest wait between two attempts (a ``Retry-After`` may ask for more)."""
+    max_concurrency: int = 8
+    """Requests in flight at once through this client."""
+    verify_tls: bool = True
+    """Check the server's TLS certificate (https endpoints)."""
+
+
+def normalize_base_url(url: str) -> str:
+    """``localhost:8000`` -> ``http://localhost:8000/v1``; keeps any explicit path."""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if not path:
+        path = "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def _root_url(base_url: str) -> str:
+    """The server root (where llama.cpp and vLLM put /health and /props)."""
+    return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
+
+
+# ----------------------------------------------------------------- results
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @classmethod
+    def from_json(cls, data: Any) -> Usage:
+        if not isinstance(data, dict):
+            return cls()
+        return cls(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+
+
+@dataclass
+class ChatResult:
+    """One answer (the first choice) plus the server's whole reply in ``raw``."""
+
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    model: str | None
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def texts(self) -> list[str]:
+        """Every choice's text (for requests with ``n`` > 1)."""
+        return [_choice_text(c) for c in self.raw.get("choices") or []]
+
+
+@dataclass
+class ModelInfo:
+    id: str
+    context_length: int | None
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+@dataclass
+class Stats:
+    """Counters for one client; ``as_dict()`` for logs and run reports."""
+
+    requests: int = 0
+    """Calls made (chat, complete, a stream...), however many attempts each took."""
+    attempts: int = 0
+    """HTTP requests sent."""
+    retries: int = 0
+    failures: int = 0
+    """Calls that ended in an error."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+# ------------------------------------------------------------------ errors
+
+
+class ClientError(UserError):
+    """Talking to a model endpoint failed; the CLI prints it without a traceback."""
+
+
+class EndpointUnreachableError(ClientError):
+    """No connection could be made (refused, DNS, reset)."""
+
+
+class RequestTimeoutError(ClientError):
+    """The server did not answer in time."""
+
+
+class StreamInterruptedError(ClientError):
+    """A streamed answer broke off after part of it had arrived."""
+
+
+class APIError(ClientError):
+    """The server answered with an error status; ``server_message`` is what it said."""
+
+    def __init__(self, message: str, *, status_code: int, server_message: str = "", url: str = "",
+                 hint: str | None = None, body: Any = None):
+        super().__init__(message, hint=hint)
+        self.status_code = status_code
+        self.server_message = server_message
+        self.url = url
+        self.body = body
+
+
+class AuthenticationError(APIError):
+    """401 or 403: a missing or wrong API key."""
+
+
+class NotFoundError(APIError):
+    """404: a wrong URL or an unknown model name."""
+
+
+class ContextOverflowError(APIError):
+    """The prompt plus ``max_tokens`` does not fit the model's context window.
+
+    ``n_ctx`` and ``n_prompt_tokens`` hold what the server said, when it said it.
+    """
+
+    def __init__(self, *args: Any, n_ctx: int | None = None, n_prompt_tokens: int | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.n_ctx = n_ctx
+        self.n_prompt_tokens = n_prompt_tokens
+
+
+_OVERFLOW = re.compile(
+    r"context length|context window|context size|context_length_exceeded|exceed_context_size"
+    r"|maximum context|too many tokens|prompt is too long|input is too long|exceeds the model"
+    r"|max_new_tokens. must be <=|input is too large",
+    re.IGNORECASE,
+)
+_NCTX = re.compile(r"(?:maximum context length is|context window of|context size of|n_ctx\D{0,4})\s*(\d+)",
+                   re.IGNORECASE)
+
+
+def _server_message(body: Any, text: str) -> str:
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            for key in ("message", "detail", "error", "msg"):
+                if isinstance(err.get(key), str):
+                    return err[key]
+        if isinstance(err, str):
+            return err
+        if isinstance(body.get("detail"), str):
+            return body["detail"]
+    return " ".join(text.split())[:500]
+
+
+def _error_for_status(status: int, body: Any, text: str, url: str) -> APIError:
+    msg = _server_message(body, text)
+    shown = f"{url} answered {status}" + (f": {msg}" if msg else "")
+    err_obj = body.get("error") if isinstance(body, dict) else None
+    err_fields = err_obj if isinstance(err_obj, dict) else {}
+    kind = " ".join(str(err_fields.get(k, "")) for k in ("type", "code"))
+    if status in (400, 413, 422) and (_OVERFLOW.search(msg) or _OVERFLOW.search(kind)):
+        n_ctx = err_fields.get("n_ctx")
+        if not isinstance(n_ctx, int):
+            m = _NCTX.search(msg)
+            n_ctx = int(m.group(1)) if m else None
+        n_prompt = err_fields.get("n_prompt_tokens")
+        return ContextOverflowError(
+            shown, status_code=status, server_message=msg, url=url, body=body,
+            hint="shorten the prompt, lower max_tokens, or serve the model with a larger context",
+            n_ctx=n_ctx, n_prompt_tokens=n_prompt if isinstance(n_prompt, int) else None)
+    if status in (401, 403):
+        return AuthenticationError(shown, status_code=status, server_message=msg, url=url, body=body,
+                                   hint="check the API key (--api-key)")
+    if status == 404:
+        return NotFoundError(shown, status_code=status, server_message=msg, url=url, body=body,
+                             hint="check that the endpoint URL ends in /v1 and that the model name exists")
+    return APIError(shown, status_code=status, server_message=msg, url=url, body=body)
+
+
+class _Retryable(Exception):
+    """Internal: an attempt failed in a way worth another try."""
+
+    def __init__(self, error: ClientError, retry_after: float | None = None):
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    ms = headers.get("retry-after-ms")
+    if ms:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(ms) / 1000)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _transport_error(exc: httpx.TransportError, url: str) -> _Retryable:
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        kind = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "waiting for the answer"
+        return _Retryable(RequestTimeoutError(f"{url}: timed out {kind} ({detail})",
+                                              hint="the server may be overloaded; raise the timeout"))
+    return _Retryable(EndpointUnreachableError(
+        f"cannot reach {url}: {detail}",
+        hint="is the server running? check --endpoint-url, or leave it out to start a local server"))
+
+
+# ---------------------------------------------------------------- retrying
+
+
+class _Attempts:
+    """The retry loop's state for one call: counts, backoff, the final error."""
+
+    def __init__(self, settings: ClientSettings, stats: Stats):
+        self.settings = settings
+        self.stats = stats
+        self.number = 0
+        stats.requests += 1
+
+    def delay(self, retry_after: float | None) -> float:
+        s = self.settings
+        backoff = min(s.backoff_max, s.backoff_base * (2 ** (self.number - 1)))
+        backoff *= 0.5 + random.random() / 2  # jitter, so parallel callers spread out
+        if retry_after is not None:
+            return max(backoff, min(retry_after, max(RETRY_AFTER_MAX, s.backoff_max)))
+        return backoff
+
+    async def failed(self, r: _Retryable) -> None:
+        """Sleep before the next attempt, or raise the error if none is left."""
+        self.number += 1
+        if self.number > self.settings.max_retries:
+            self.stats.failures += 1
+            err = r.error
+            if self.number > 1:
+                err.message = f"{err.message} (gave up after {self.number} attempts)"
+                err.args = (err.message,)
+            raise err from r.__cause__
+        self.stats.retries += 1
+        wait = self.delay(r.retry_after)
+        log.info("attempt %d failed (%s); retrying in %.2fs", self.number, r.error.message, wait)
+        await asyncio.sleep(wait)
+
+    def gave_up(self) -> None:
+        self.stats.failures += 1
+
+
+# ------------------------------------------------------------------ client
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    msg = choice.get("message")
+    if isinstance(msg, dict):
+        return msg.get("content") or ""
+    return choice.get("text") or ""
+
+
+def _context_length(entry: dict[str, Any]) -> int | None:
+    for key in ("max_model_len", "context_length", "context_window", "max_context_length", "n_ctx"):
+        if isinstance(entry.get(key), int):
+            return entry[key]
+    meta = entry.get("meta")
+    if isinstance(meta, dict) and isinstance(meta.get("n_ctx"), int):
+        return meta["n_ctx"]
+    return None
+
+
+class OpenAIClient:
+    """An async client for one OpenAI-compatible endpoint.
+
+    Usable across several ``asyncio.run`` calls: the HTTP pool and the
+    concurrency limit are rebuilt when the event loop changes.
+    """
+
+    def __init__(self, settings: ClientSettings | str, *, model: str | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        if isinstance(settings, str):
+            settings = ClientSettings(settings)
+        self.settings = replace(settings, base_url=normalize_base_url(settings.base_url))
+        self.model = model
+        self.stats = Stats()
+        self._transport = transport
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._waiting = 0
+        self._consecutive_failures = 0
+        self._times_down = 0
+        self._down_until = 0.0
+        self._models_cache: list[ModelInfo] | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIClient({self.base_url!r})"
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    @property
+    def load(self) -> int:
+        """Requests waiting for or holding a slot."""
+        return self._waiting
+
+    # -- plumbing
+
+    def _ensure(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._http is None:
+            s = self.settings
+            headers = {"Accept": "application/json"}
+            if s.api_key:
+                headers["Authorization"] = f"Bearer {s.api_key}"
+            self._http = httpx.AsyncClient(
+                headers=headers,
+                timeout=httpx.Timeout(s.timeout, connect=s.connect_timeout),
+                limits=httpx.Limits(max_connections=s.max_concurrency + 4,
+                                    max_keepalive_connections=s.max_concurrency),
+                verify=s.verify_tls,
+                transport=self._transport,
+                trust_env=False,
+            )
+            self._sem = asyncio.Semaphore(max(1, s.max_concurrency))
+            self._loop = loop
+        return self._http
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[httpx.AsyncClient]:
+        http = self._ensure()
+        assert self._sem is not None
+        self._waiting += 1
+        try:
+            async with self._sem:
+                st = self.stats
+                st.in_flight += 1
+                st.max_in_flight = max(st.max_in_flight, st.in_flight)
+                st.attempts += 1
+                try:
+                    yield http
+                finally:
+                    st.in_flight -= 1
+        finally:
+            self._waiting -= 1
+
+    def _url(self, path: str) -> str:
+        if path.startswith("http://") or path.startswith("https://"):
+            return path
+        return self.base_url + path
+
+    def _check_status(self, resp: httpx.Response, url: str) -> None:
+        if resp.status_code < 400:
+            return
+        text = resp.text
+        try:
+            body = json.loads(text) if text else None
+        except ValueError:
+            body = None
+        err = _error_for_status(resp.status_code, body, text, url)
+        if resp.status_code in RETRY_STATUSES:
+            raise _Retryable(err, _retry_after(resp.headers))
+        raise err
+
+    async def _attempt_json(self, method: str, path: str, payload: dict[str, Any] | None = None,
+                            *, timeout: float | None = None) -> Any:
+        """One HTTP request; raises ``_Retryable`` or a final ``ClientError``."""
+        url = self._url(path)
+        async with self._slot() as http:
+            kwargs: dict[str, Any] = {}
+            if timeout is not None:
+                kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, self.settings.connect_timeout))
+            try:
+                resp = await http.request(method, url, json=payload, **kwargs)
+            except httpx.TransportError as exc:
+                raise _transport_error(exc, url) from exc
+        self._check_status(resp, url)
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise _Retryable(APIError(f"{url} answered {resp.status_code} with a body that is not JSON",
+                                      status_code=resp.status_code, url=url)) from exc
+        if isinstance(data, dict) and data.get("error") and not data.get("choices"):
+            raise _error_for_status(resp.status_code if resp.status_code >= 400 else 500, data, resp.text, url)
+        return data
+
+    def _note_success(self) -> None:
+        self._consecutive_failures = 0
+        self._times_down = 0
+
+    def _note_failure(self, threshold: int, cooldown: float) -> None:
+        self._consecutive_failures += 1
+        if self._consecutive_failures >= threshold:
+            self._down_until = time.monotonic() + min(300.0, cooldown * 2 ** self._times_down)
+            self._times_down += 1
+            self._consecutive_failures = 0
+            log.warning("endpoint %s keeps failing; skipping it for a while", self.base_url)
+
+    async def _model_for(self, model: str | None) -> str:
+        """The model name to send: given, configured, or the server's first model."""
+        if model:
+            return model
+        if self.model:
+            return self.model
+        try:
+            data = await self._attempt_json("GET", "/models", timeout=self.settings.connect_timeout + 5)
+        except NotFoundError:
+            data = None
+        models = _parse_models(data)
+        self.model = models[0].id if models else "default"
+        return self.model
+
+    # -- public API
+
+    async def chat(self, messages: Sequence[Message], *, model: str | None = None,
+                   temperature: float | None = None, max_tokens: int | None = None,
+                   seed: int | None = None, stop: str | Sequence[str] | None = None,
+                   response_format: dict[str, Any] | None = None, **extra: Any) -> ChatResult:
+        """POST /chat/completions; the first choice's text and the whole reply."""
+        payload = _payload(messages=list(messages), temperature=temperature, max_tokens=max_tokens, seed=seed,
+                           stop=stop, response_format=response_format, **extra)
+        return await _call(self._pick_self, self.settings, self.stats,
+                           lambda c: c._chat_once("/chat/completions", payload, model))
+
+    async def complete(self, prompt: str, *, model: str | None = None, temperature: float | None = None,
+                       max_tokens: int | None = None, seed: int | None = None,
+                       stop: str | Sequence[str] | None = None, **extra: Any) -> ChatResult:
+        """POST /completions (raw text in, raw text out)."""
+        payload = _payload(prompt=prompt, temperature=temperature, max_tokens=max_tokens, seed=seed,
+                           stop=stop, **extra)
+        return await _call(self._pick_self, self.settings, self.stats,
+                           lambda c: c._chat_once("/completions", payload, model))
+
+    def stream_chat(self, messages: Sequence[Message], *, model: str | None = None,
+                    temperature: float | None = None, max_tokens: int | None = None,
+                    seed: int | None = None, stop: str | Sequence[str] | None = None,
+                    **extra: Any) -> ChatStream:
+        """Stream an answer: ``async for piece in client.stream_chat(msgs)``.
+
+        The returned :class:`ChatStream` also collects ``text``,
+        ``finish_reason`` and ``usage``. Use it with ``async with`` (or call
+        ``aclose()``) when you may stop reading early.
+        """
+        payload = _payload(messages=list(messages), temperature=temperature, max_tokens=max_tokens, seed=seed,
+                           stop=stop, stream=True, **extra)
+        return ChatStream(self._pick_self, self.settings, self.stats, "/chat/completions", payload, model)
+
+    def stream_complete(self, prompt: str, *, model: str | None = None, temperature: float | None = None,
+                        max_tokens: int | None = None, seed: int | None = None,
+                        stop: str | Sequence[str] | None = None, **extra: Any) -> ChatStream:
+        """Like :meth:`stream_chat` for /completions."""
+        payload = _payload(prompt=prompt, temperature=temperature, max_tokens=max_tokens, seed=seed,
+                           stop=stop, stream=True, **extra)
+        return ChatStream(self._pick_self, self.settings, self.stats, "/completions", payload, model)
+
+    async def list_models(self) -> list[ModelInfo]:
+        """GET /models."""
+        data = await _call(self._pick_self, self.settings, self.stats,
+                           lambda c: c._attempt_json("GET", "/models"))
+        self._models_cache = _parse_models(data)
+        return self._models_cache
+
+    async def health(self) -> bool:
+        """True when the server answers /health (or /v1/models) with 200; never retries or queues."""
+        http = self._ensure()
+        timeout = httpx.Timeout(self.settings.connect_timeout)
+        for url in (_root_url(self.base_url) + "/health", self._url("/models")):
+            try:
+                resp = await http.get(url, timeout=timeout)
+            except httpx.TransportError:
+                return False
+            if resp.status_code == 404:
+                continue
+            return resp.status_code == 200
+        return False
+
+    async def wait_ready(self, timeout: float = 120.0, interval: float = 0.25) -> bool:
+        """Poll :meth:`health` until it passes or ``timeout`` seconds have gone by."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if await self.health():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(interval)
+
+    async def context_window(self, model: str | None = None) -> int | None:
+        """The model's context window in tokens, when the server says (vLLM, llama.cpp...)."""
+        with contextlib.suppress(ClientError, _Retryable):
+            models = self._models_cache
+            if models is None:
+                models = _parse_models(await self._attempt_json("GET", "/models",
+                                                                timeout=self.settings.connect_timeout + 5))
+                self._models_cache = models
+            want = model or self.model
+            for m in models:
+                if m.context_length and (want is None or m.id == want or len(models) == 1):
+                    return m.context_length
+        with contextlib.suppress(ClientError, _Retryable):
+            props = await self._attempt_json("GET", _root_url(self.base_url) + "/props",
+                                             timeout=self.settings.connect_timeout + 5)
+            if isinstance(props, dict):
+                gen = props.get("default_generation_settings")
+                for src in (gen, props):
+                    if isinstance(src, dict) and isinstance(src.get("n_ctx"), int):
+                        return src["n_ctx"]
+        return None
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            http, self._http, self._loop = self._http, None, None
+            with contextlib.suppress(RuntimeError):
+                await http.aclose()
+
+    async def __aenter__(self) -> OpenAIClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- internals shared with MultiClient
+
+    def _pick_self(self) -> OpenAIClient:
+        return self
+
+    async def _chat_once(self, path: str, payload: dict[str, Any], model: str | None) -> ChatResult:
+        body = {**payload, "model": await self._model_for(model)}
+        data = await self._attempt_json("POST", path, body)
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not choices:
+            raise _Retryable(APIError(f"{self._url(path)} answered without choices",
+                                      status_code=200, url=self._url(path), body=data))
+        usage = Usage.from_json(data.get("usage"))
+        self.stats.prompt_tokens += usage.prompt_tokens
+        self.stats.completion_tokens += usage.completion_tokens
+        first = choices[0]
+        return ChatResult(_choice_text(first), first.get("finish_reason"), usage, data.get("model"), data)
+
+    @contextlib.asynccontextmanager
+    async def _open_stream(self, path: str, payload: dict[str, Any]) -> AsyncIterator[AsyncIterator[str]]:
+        url = self._url(path)
+        async with self._slot() as http:
+            try:
+                req = http.build_request("POST", url, json=payload, headers={"Accept": "text/event-stream"})
+                resp = await http.send(req, stream=True)
+            except httpx.TransportError as exc:
+                raise _transport_error(exc, url) from exc
+            try:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    self._check_status(resp, url)
+                yield _lines(resp, url)
+            finally:
+                await resp.aclose()
+
+
+def _parse_models(data: Any) -> list[ModelInfo]:
+    entries = data.get("data") if isinstance(data, dict) else data if isinstance(data, list) else None
+    if not isinstance(entries, list):
+        entries = data.get("models") if isinstance(data, dict) else None
+    out = []
+    for e in entries or []:
+        if isinstance(e, dict) and (e.get("id") or e.get("name") or e.get("model")):
+            out.append(ModelInfo(str(e.get("id") or e.get("name") or e.get("model")), _context_length(e), e))
+    return out
+
+
+def _payload(**fields: Any) -> dict[str, Any]:
+    out = {k: v for k, v in fields.items() if v is not None}
+    if isinstance(out.get("stop"), tuple):
+        out["stop"] = list(out["stop"])
+    return out
+
+
+async def _call(pick: Callable[[], OpenAIClient], settings: ClientSettings, stats: Stats,
+                do: Callable[[OpenAIClient], Awaitable[T]],
+                on_failure: Callable[[OpenAIClient], None] | None = None) -> T:
+    attempts = _Attempts(settings, stats)
+    while True:
+        client = pick()
+        try:
+            result = await do(client)
+        except _Retryable as r:
+            if on_failure:
+                on_failure(client)
+            await attempts.failed(r)
+            continue
+        except ClientError:
+            attempts.gave_up()
+            raise
+        client._note_success()
+        return result
+
+
+async def _lines(resp: httpx.Response, url: str) -> AsyncIterator[str]:
+    try:
+        async for line in resp.aiter_lines():
+            yield line
+    except httpx.TransportError as exc:
+        raise _transport_error(exc, url) from exc
+
+
+# --------------------------------------------------------------- streaming
+
+
+class SSEDecoder:
+    """Server-sent events, line by line: ``feed(line)`` returns an event's data when one is complete.
+
+    Comment lines (``: keep-alive``) and fields other than ``data`` are
+    ignored; several ``data:`` lines in one event are joined with newlines.
+    """
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        line = line.rstrip("\r\n")
+        if not line:
+            return self.flush()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        return None
+
+    def flush(self) -> str | None:
+        if not self._data:
+            return None
+        data, self._data = "\n".join(self._data), []
+        return data
+
+
+class ChatStream:
+    """An answer arriving piece by piece (an ``AsyncIterator[str]``).
+
+    After (or during) iteration: ``text`` so far, ``finish_reason``, ``usage``
+    and ``model`` when the server sent them.
+    """
+
+    def __init__(self, pick: Callable[[], OpenAIClient], settings: ClientSettings, stats: Stats,
+                 path: str, payload: dict[str, Any], model: str | None,
+                 on_failure: Callable[[OpenAIClient], None] | None = None):
+        self.text = ""
+        self.finish_reason: str | None = None
+        self.usage = Usage()
+        self.model: str | None = None
+        self._gen = self._run(pick, settings, stats, path, payload, model, on_failure)
+
+    def __aiter__(self) -> ChatStream:
+        return self
+
+    async def __anext__(self) -> str:
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        await self._gen.aclose()
+
+    async def __aenter__(self) -> ChatStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def collect(self) -> ChatResult:
+        """Read the whole stream; the same result ``chat()`` would give."""
+        async for _ in self:
+            pass
+        return ChatResult(self.text, self.finish_reason, self.usage, self.model, {})
+
+    def _event(self, data: str, url: str) -> str:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise _Retryable(APIError(f"{url} streamed something that is not JSON: {data[:200]!r}",
+                                      status_code=200, url=url)) from None
+        if not isinstance(chunk, dict):
+            return ""
+        if chunk.get("error"):
+            raise _error_for_status(500, chunk, data, url)
+        self.model = chunk.get("model") or self.model
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = Usage.from_json(chunk["usage"])
+        choices = chunk.get("choices") or []
+        if not choices or not isinstance(choices[0], dict):
+            return ""
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            return delta.get("content") or ""
+        return choice.get("text") or ""
+
+    async def _run(self, pick: Callable[[], OpenAIClient], settings: ClientSettings, stats: Stats,
+                   path: str, payload: dict[str, Any], model: str | None,
+                   on_failure: Callable[[OpenAIClient], None] | None) -> AsyncIterator[str]:
+        attempts = _Attempts(settings, stats)
+        while True:
+            client = pick()
+            url = client._url(path)
+            try:
+                body = {**payload, "model": await client._model_for(model)}
+                async with client._open_stream(path, body) as lines:
+                    decoder = SSEDecoder()
+                    done = False
+                    async for line in lines:
+                        data = decoder.feed(line)
+                        if data is None:
+                            continue
+                        if data.strip() == "[DONE]":
+                            done = True
+                            break
+                        piece = self._event(data, url)
+                        if piece:
+                            self.text += piece
+                            yield piece
+                    if not done:
+                        data = decoder.flush()
+                        if data and data.strip() != "[DONE]":
+                            piece = self._event(data, url)
+                            if piece:
+                                self.text += piece
+                                yield piece
+                        if self.finish_reason is None:  # closed before the end: cut off
+                            raise _Retryable(EndpointUnreachableError(
+                                f"{url} closed the stream before the answer was complete"))
+            except _Retryable as r:
+                if on_failure:
+                    on_failure(client)
+                if self.text:  # part of the answer is out: a retry would repeat it
+                    attempts.gave_up()
+                    raise StreamInterruptedError(
+                        f"the answer from {url} broke off after {len(self.text)} characters: {r.error.message}"
+                    ) from r.__cause__
+                await attempts.failed(r)
+                continue
+            except ClientError:
+                attempts.gave_up()
+                raise
+            client._note_success()
+            client.stats.prompt_tokens += self.usage.prompt_tokens
+            client.stats.completion_tokens += self.usage.completion_tokens
+            return
+
+
+# ------------------------------------------------------------ multi client
+
+
+class MultiClient:
+    """Spreads requests over several endpoints serving the same model.
+
+    ``strategy``: ``"least-in-flight"`` (default; ties go round-robin) or
+    ``"round-robin"``. An endpoint that fails ``fail_threshold`` attempts in a
+    row is skipped for ``cooldown`` seconds (doubling each time, up to 5
+    minutes); a retry goes to another endpoint when one is up.
+    """
+
+    def __init__(self, endpoints: Sequence[OpenAIClient | ClientSettings | str], *,
+                 strategy: str = "least-in-flight", model: str | None = None,
+                 fail_threshold: int = 3, cooldown: float = 30.0, retry: ClientSettings | None = None):
+        if not endpoints:
+            raise ValueError("MultiClient needs at least one endpoint")
+        if strategy not in ("least-in-flight", "round-robin"):
+            raise ValueError(f"unknown strategy {strategy!r}")
+        self.clients = [e if isinstance(e, OpenAIClient) else OpenAIClient(e, model=model) for e in endpoints]
+        self.strategy = strategy
+        self.fail_threshold = fail_threshold
+        self.cooldown = cooldown
+        first = self.clients[0].settings
+        # Retry budget: enough for every endpoint to get a few tries.
+        self.settings = retry or replace(first, max_retries=max(first.max_retries, 2 * len(self.clients)))
+        self._own = Stats()
+        self._next = 0
+
+    def __repr__(self) -> str:
+        return f"MultiClient({[c.base_url for c in self.clients]!r})"
+
+    @property
+    def stats(self) -> Stats:
+        """Calls, retries and failures of this client; attempts and tokens summed over endpoints."""
+        s = replace(self._own)
+        for c in self.clients:
+            s.attempts += c.stats.attempts
+            s.prompt_tokens += c.stats.prompt_tokens
+            s.completion_tokens += c.stats.completion_tokens
+            s.in_flight += c.stats.in_flight
+            s.max_in_flight += c.stats.max_in_flight
+        return s
+
+    def endpoint_stats(self) -> dict[str, dict[str, int]]:
+        return {c.base_url: c.stats.as_dict() for c in self.clients}
+
+    def _pick(self) -> OpenAIClient:
+        now = time.monotonic()
+        n = len(self.clients)
+        order = [self.clients[(self._next + i) % n] for i in range(n)]
+        self._next = (self._next + 1) % n
+        up = [c for c in order if c._down_until <= now]
+        if not up:
+            return min(order, key=lambda c: c._down_until)
+        if self.strategy == "round-robin":
+            return up[0]
+        return min(up, key=lambda c: c.load)  # min keeps the first of equals: round-robin among ties
+
+    def _failed(self, client: OpenAIClient) -> None:
+        client._note_failure(self.fail_threshold, self.cooldown)
+
+    async def chat(self, messages: Sequence[Message], *, model: str | None = None,
+                   temperature: float | None = None, max_tokens: int | None = None,
+                   seed: int | None = None, stop: str | Sequence[str] | None = None,
+                   response_format: dict[str, Any] | None = None, **extra: Any) -> ChatResult:
+        payload = _payload(messages=list(messages), temperature=temperature, max_tokens=max_tokens, seed=seed,
+                           stop=stop, response_format=response_format, **extra)
+        return await _call(self._pick, self.settings, self._own,
+                           lambda c: c._chat_once("/chat/completions", payload, model), self._failed)
+
+    async def complete(self, prompt: str, *, model: str | None = None, temperature: float | None = None,
+                       max_tokens: int | None = None, seed: int | None = None,
+                       stop: str | Sequence[str] | None = None, **extra: Any) -> ChatResult:
+        payload = _payload(prompt=prompt, temperature=temperature, max_tokens=max_tokens, seed=seed,
+                           stop=stop, **extra)
+        return await _call(self._pick, self.settings, self._own,
+                           lambda c: c._chat_once("/completions", payload, model), self._failed)
+
+    def stream_chat(self, messages: Sequence[Message], *, model: str | None = None,
+                    temperature: float | None = None, max_tokens: int | None = None,
+                    seed: int | None = None, stop: str | Sequence[str] | None = None,
+                    **extra: Any) -> ChatStream:
+        payload = _payload(messages=list(messages), temperature=temperature, max_tokens=max_tokens, seed=seed,
+                           stop=stop, stream=True, **extra)
+        return ChatStream(self._pick, self.settings, self._own, "/chat/completions", payload, model,
+                          self._failed)
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The first reachable endpoint's models."""
+        data = await _call(self._pick, self.settings, self._own,
+                           lambda c: c._attempt_json("GET", "/models"), self._failed)
+        return _parse_models(data)
+
+    async def health(self) -> bool:
+        """True when at least one endpoint is healthy."""
+        results = await asyncio.gather(*(c.health() for c in self.clients))
+        return any(results)
+
+    async def context_window(self, model: str | None = None) -> int | None:
+        """The smallest window any endpoint reports."""
+        found = [w for w in await asyncio.gather(*(c.context_window(model) for c in self.clients)) if w]
+        return min(found) if found else None
+
+    async def aclose(self) -> None:
+        for c in self.clients:
+            await c.aclose()
+
+    async def __aenter__(self) -> MultiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def make_client(endpoint_urls: str | Sequence[str], *, api_key: str | None = None, model: str | None = None,
+                **settings: Any) -> OpenAIClient | MultiClient:
+    """One URL: an :class:`OpenAIClient`; several: a :class:`MultiClient` over them."""
+    urls = [endpoint_urls] if isinstance(endpoint_urls, str) else list(endpoint_urls)
+    if not urls:
+        raise ValueError("no endpoint URL given")
+    clients = [OpenAIClient(ClientSettings(u, api_key=api_key, **settings), model=model) for u in urls]
+    return clients[0] if len(clients) == 1 else MultiClient(clients, model=model)
+
+
+# ------------------------------------------------------------- sync facade
+
+
+class SyncClient:
+    """Blocking calls over an async client, on a private event loop.
+
+    Not for use inside a running event loop (``await`` the async client there).
+    """
+
+    def __init__(self, client: OpenAIClient | MultiClient | ClientSettings | str):
+        self.client = client if isinstance(client, (OpenAIClient, MultiClient)) else OpenAIClient(client)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _run(self, coro: Awaitable[T]) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            if hasattr(coro, "close"):
+                coro.close()  # type: ignore[union-attr]
+            raise RuntimeError("SyncClient called inside a running event loop; await the async client instead")
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(coro)  # type: ignore[arg-type]
+
+    @property
+    def stats(self) -> Stats:
+        return self.client.stats
+
+    def chat(self, messages: Sequence[Message], **kwargs: Any) -> ChatResult:
+        return self._run(self.client.chat(messages, **kwargs))
+
+    def complete(self, prompt: str, **kwargs: Any) -> ChatResult:
+        return self._run(self.client.complete(prompt, **kwargs))
+
+    def stream_chat(self, messages: Sequence[Message], **kwargs: Any) -> Iterator[str]:
+        stream = self.client.stream_chat(messages, **kwargs)
+        try:
+            while True:
+                try:
+                    yield self._run(stream.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._run(stream.aclose())
+
+    def list_models(self) -> list[ModelInfo]:
+        return self._run(self.client.list_models())
+
+    def health(self) -> bool:
+        return self._run(self.client.health())
+
+    def context_window(self, model: str | None = None) -> int | None:
+        return self._run(self.client.context_window(model))
+
+    def close(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.run_until_complete(self.client.aclose())
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
