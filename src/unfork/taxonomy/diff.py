@@ -112,11 +112,13 @@ def _z(output: str) -> list[str]:
 
 def _check_repo(root: Path) -> None:
     proc = _git(root, "rev-parse", "--is-inside-work-tree", check=False)
+    # "false" means inside a .git folder or a bare repository: no working tree to diff.
+    if "dubious ownership" in proc.stderr:
+        raise UserError(f"git refuses to read {root}: it belongs to another user",
+                        hint=f"if you trust it: git config --global --add safe.directory '{root}'")
     if proc.returncode != 0 or proc.stdout.strip() != "true":
-        detail = proc.stderr.strip().splitlines()
         raise UserError(
-            f"taxonomy folder is not a git repository: {root}"
-            + (f" ({detail[-1]})" if detail and "not a git repository" not in detail[-1] else ""),
+            f"taxonomy folder is not a git repository: {root}",
             hint=f"run 'git init' in it (then commit a base), or use --taxonomy-base {EMPTY_BASE} "
                  "to read every leaf")
     if _git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False).returncode:
