@@ -69,8 +69,8 @@ _KNOWLEDGE_V3 = Obj(
             "questions_and_answers": Arr(Obj({"question": _TEXT, "answer": _TEXT}, ("question", "answer"),
                                              closed=False), min_items=3, unique=True),
         }, ("context", "questions_and_answers")), min_items=5, unique=True),
-        "document": Obj({"repo": Str(), "commit": Str(), "folder": _TEXT,
-                         "patterns": Arr(_TEXT, min_items=1, unique=True)}, ("patterns",)),
+        "document": Obj({"repo": _TEXT, "commit": _TEXT, "patterns": Arr(_TEXT, min_items=1, unique=True)},
+                        ("repo", "commit", "patterns")),
     },
     ("version", "created_by", "domain", "seed_examples", "document", "document_outline"),
 )
@@ -96,6 +96,8 @@ _TYPE_NAMES = {reader.STR: "text", reader.INT: "a whole number", reader.FLOAT: "
 
 
 def schema_for(kind: str, version: int) -> Obj | None:
+    if version not in SUPPORTED_VERSIONS:
+        return None
     if kind == "knowledge":
         return _KNOWLEDGE_V3 if version == 3 else None
     return _skill(version)
@@ -161,9 +163,12 @@ class Checker:
                        FIELD_HINTS.get(name, "write some text here"))
 
     def check_int(self, node: Node, spec: Int, path: str) -> None:
-        if not self.check_type(node, isinstance(node, ScalarNode) and node.tag == reader.INT, "a whole number", path):
+        # JSON Schema counts 3.0 as an integer, so InstructLab accepts 'version: 3.0'.
+        value = reader.scalar(node) if isinstance(node, ScalarNode) else None
+        whole = node.tag == reader.INT or (node.tag == reader.FLOAT and isinstance(value, float)
+                                           and value.is_integer())
+        if not self.check_type(node, whole, "a whole number", path):
             return
-        value = reader.scalar(node)
         if spec.const is not None and value != spec.const:
             self.error(node, "schema.const", path, f"'{path}' must be {spec.const} here, not {node.value}",
                        f"write 'version: {spec.const}'")
@@ -234,8 +239,9 @@ def check_document(root: Node, kind: str, version: int) -> list[Message]:
     spec = schema_for(kind, version)
     if spec is None:
         line, col = _version_pos(root)
-        return [Message(line, col, "schema.version", f"unsupported version {version}",
-                        yaml_path="version", hint="use version 3")]
+        return [Message(line, col, "schema.version",
+                        f"unsupported version {version}; versions 1 to 3 are supported",
+                        yaml_path="version", hint="use 'version: 3'")]
     checker = Checker()
     checker.check(root, spec, "")
     return checker.messages

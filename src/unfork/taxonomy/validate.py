@@ -63,7 +63,7 @@ def file_version(root: MappingNode) -> int:
     return 1
 
 
-def validate_file(path: Path, root: Path | None = None, text: str | None = None) -> FileReport:
+def validate_file(path: Path, root: Path | None = None, text: str | None = None, lint: bool = True) -> FileReport:
     report = FileReport(path=display_path(path, root))
     report.foundational = "foundational_skills" in Path(os.path.abspath(path)).parts
     if is_misnamed(path):
@@ -76,17 +76,18 @@ def validate_file(path: Path, root: Path | None = None, text: str | None = None)
         if text is None:
             report.errors.extend(problems)
             return report
-    check_text(text, path, report)
+    check_text(text, path, report, lint=lint)
     report.sort()
     return report
 
 
-def check_text(text: str, path: Path, report: FileReport) -> None:
+def check_text(text: str, path: Path, report: FileReport, lint: bool = True) -> None:
     node, problems = reader.compose(text)
     report.kind = file_kind(path, node)
     if problems:
         report.errors.extend(problems)
-        _lint(text, report)
+        if lint:
+            _lint(text, report)
         return
     if node is None or (isinstance(node, ScalarNode) and node.value == "" and node.tag == reader.NULL):
         report.add(Message(1, 1, "file.empty", "the file is empty", severity="warning",
@@ -99,7 +100,7 @@ def check_text(text: str, path: Path, report: FileReport) -> None:
                            hint="start the file with 'version: 3' and the other fields at column 1"))
         return
     report.version = file_version(node)
-    if report.version > 1:  # InstructLab lints only version 2 and up
+    if report.version > 1 and lint:  # InstructLab lints only version 2 and up
         _lint(text, report)
     else:
         _duplicate_keys(node, report)
