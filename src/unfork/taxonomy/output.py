@@ -12,7 +12,7 @@ def _github_escape(text: str) -> str:
 
 
 def format_message(report: FileReport, m: Message, fmt: str, color: bool = False) -> str:
-    where = f"[{m.yaml_path}] " if m.yaml_path and m.yaml_path != "." else ""
+    where = f"[{m.yaml_path}] " if m.yaml_path not in ("", ".") and f"'{m.yaml_path}'" not in m.message else ""
     if fmt == "github":
         level = "error" if m.severity == "error" else "warning"
         body = _github_escape(f"{m.line}:{m.column} {where}{m.message} ({m.rule}). Hint: {m.hint}")

@@ -91,6 +91,9 @@ FIELD_HINTS = {
     "questions_and_answers": "add a 'questions_and_answers:' list of question/answer pairs",
 }
 
+ITEM_NAMES = {"seed_examples": "seed example", "questions_and_answers": "question/answer pair",
+              "patterns": "pattern"}
+
 _TYPE_NAMES = {reader.STR: "text", reader.INT: "a whole number", reader.FLOAT: "a number",
                reader.BOOL: "true/false", reader.NULL: "nothing (an empty value)"}
 
@@ -179,9 +182,10 @@ class Checker:
         items = node.value
         if len(items) < spec.min_items:
             missing = spec.min_items - len(items)
+            what = ITEM_NAMES.get(path.rsplit(".", 1)[-1].split("[")[0], "item")
             self.error(node, "schema.min-items", path,
                        f"'{path}' has {len(items)} item{'s' * (len(items) != 1)}; at least {spec.min_items} are required",
-                       f"add {missing} more item{'s' * (missing != 1)}")
+                       f"add {missing} more {what}{'s' * (missing != 1)}")
         seen: dict[str, int] = {}
         for i, item in enumerate(items):
             self.check(item, spec.items, _join(path, i))

@@ -30,11 +30,12 @@ def is_misnamed(path: Path) -> bool:
 
 
 def display_path(path: Path, root: Path | None) -> str:
-    try:
-        if root is not None:
-            return str(Path(os.path.abspath(path)).relative_to(os.path.abspath(root)))
-    except ValueError:
-        pass
+    """Relative to the taxonomy root when inside it, else to the working folder, else absolute."""
+    absolute = Path(os.path.abspath(path))
+    for base in ([root] if root is not None else []) + [Path.cwd()]:
+        for a, b in ((absolute, Path(os.path.abspath(base))), (absolute.resolve(), base.resolve())):
+            if a.is_relative_to(b):
+                return str(a.relative_to(b))
     return str(path)
 
 
