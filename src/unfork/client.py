@@ -27,15 +27,38 @@ import json
 import logging
 import random
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
 from unfork.errors import UserError
+
+
+def _import_httpx():  # noqa: ANN202
+    """``import httpx`` without its command-line tool.
+
+    httpx's ``__init__`` imports ``httpx._main``, which loads rich and pygments
+    when they are installed: 0.1-0.3 s of start-up that ``chat -qq`` would pay
+    for nothing. A ``None`` entry in ``sys.modules`` makes that import fail,
+    which httpx tolerates; the entry is removed afterwards.
+    """
+    if "httpx" in sys.modules:
+        return sys.modules["httpx"]
+    blocked = "httpx._main" not in sys.modules
+    if blocked:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]
+    try:
+        import httpx
+    finally:
+        if blocked and sys.modules.get("httpx._main", 0) is None:
+            del sys.modules["httpx._main"]
+    return httpx
+
+
+httpx = _import_httpx()
 
 log = logging.getLogger("unfork.client")
 
@@ -396,7 +419,8 @@ class OpenAIClient:
                 timeout=httpx.Timeout(s.timeout, connect=s.connect_timeout),
                 limits=httpx.Limits(max_connections=s.max_concurrency + 4,
                                     max_keepalive_connections=s.max_concurrency),
-                verify=s.verify_tls,
+                # No TLS context for plain http: loading the CA bundle costs ~0.2 s of start-up.
+                verify=s.verify_tls if s.base_url.startswith("https") else False,
                 transport=self._transport,
                 trust_env=False,
             )
@@ -530,6 +554,10 @@ class OpenAIClient:
         payload = _payload(prompt=prompt, temperature=temperature, max_tokens=max_tokens, seed=seed,
                            stop=stop, stream=True, **extra)
         return ChatStream(self._pick_self, self.settings, self.stats, "/completions", payload, model)
+
+    async def model_name(self, model: str | None = None) -> str:
+        """The name requests will carry: ``model``, the client's, or the server's first model."""
+        return await _call(self._pick_self, self.settings, self.stats, lambda c: c._model_for(model))
 
     async def list_models(self) -> list[ModelInfo]:
         """GET /models."""

@@ -255,3 +255,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 7, "completion_tokens": len(pieces)}}
         w.write(f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode())
         w.flush()
+
+
+if __name__ == "__main__":  # python -m tests.client.fake_openai [answer]: serve until killed
+    import sys
+
+    with FakeOpenAI(default=Reply(text=" ".join(sys.argv[1:]) or "Hello from the fake server.")) as srv:
+        print(srv.url, flush=True)
+        threading.Event().wait()

@@ -7,10 +7,10 @@ import socket
 import time
 
 import pytest
-from fake_openai import FakeOpenAI, Reply
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.client.fake_openai import FakeOpenAI, Reply
 from unfork.client import (
     APIError,
     AuthenticationError,
