@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node, ScalarNode, SequenceNode
 
 from unfork.taxonomy.messages import Message
 
@@ -120,29 +120,56 @@ class RecursiveAlias(AliasBomb):
 
 @dataclass
 class Builder:
-    """Turns nodes into plain Python values with a budget, so an alias bomb cannot hang us
-    and an alias inside its own anchor cannot recurse forever."""
+    """Turns nodes into plain Python values.
+
+    A budget on the *expanded* size stops alias bombs; a memo of built values
+    keeps shared nodes cheap (and lets the schema's uniqueness check reuse
+    them); an alias inside its own anchor is reported instead of recursing.
+    """
 
     budget: int = MAX_NODES
     active: set[int] = field(default_factory=set)
+    memo: dict[int, tuple[Any, int]] = field(default_factory=dict)
 
     def value(self, node: Node) -> Any:
-        self.budget -= 1
+        return self._build(node)[0]
+
+    def _spend(self, n: int) -> None:
+        self.budget -= n
         if self.budget < 0:
             raise AliasBomb
+
+    def _build(self, node: Node) -> tuple[Any, int]:
         if isinstance(node, ScalarNode):
-            return scalar(node)
-        if id(node) in self.active:
+            self._spend(1)
+            return scalar(node), 1
+        key = id(node)
+        if key in self.memo:
+            value, size = self.memo[key]
+            self._spend(size)
+            return value, size
+        if key in self.active:
             raise RecursiveAlias
-        self.active.add(id(node))
+        self.active.add(key)
+        self._spend(1)
+        size = 1
         try:
             if isinstance(node, SequenceNode):
-                return [self.value(n) for n in node.value]
-            if isinstance(node, MappingNode):
-                return {_key(k): self.value(v) for k, v in node.value}
-            return None
+                value = []
+                for child in node.value:
+                    v, n = self._build(child)
+                    value.append(v)
+                    size += n
+            else:
+                value = {}
+                for k, child in node.value:
+                    v, n = self._build(child)
+                    value[_key(k)] = v
+                    size += n
         finally:
-            self.active.discard(id(node))
+            self.active.discard(key)
+        self.memo[key] = (value, size)
+        return value, size
 
 
 def _key(node: Node) -> Any:
@@ -169,11 +196,11 @@ def scalar(node: ScalarNode) -> Any:
         return node.value
 
 
-def to_python(node: Node | None) -> tuple[Any, list[Message]]:
+def to_python(node: Node | None, builder: Builder | None = None) -> tuple[Any, list[Message]]:
     if node is None:
         return None, []
     try:
-        return Builder().value(node), []
+        return (builder or Builder()).value(node), []
     except RecursiveAlias:
         return None, [Message(1, 1, "yaml.recursive-alias", "an alias refers to the value that contains it",
                               hint="remove the *alias inside its own &anchor")]

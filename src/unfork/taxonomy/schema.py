@@ -232,7 +232,7 @@ class Checker:
         self.error(key_node, "schema.unknown-key", _join(path, key), f"unknown field '{key}'", hint)
 
 
-def check_document(root: Node, kind: str, version: int) -> list[Message]:
+def check_document(root: Node, kind: str, version: int, builder: reader.Builder | None = None) -> list[Message]:
     """Schema messages for a parsed qna.yaml whose top level is a mapping."""
     if kind == "knowledge" and version in (1, 2):
         line, col = _version_pos(root)
@@ -246,7 +246,7 @@ def check_document(root: Node, kind: str, version: int) -> list[Message]:
         return [Message(line, col, "schema.version",
                         f"unsupported version {version}; versions 1 to 3 are supported",
                         yaml_path="version", hint="use 'version: 3'")]
-    checker = Checker()
+    checker = Checker(builder=builder or reader.Builder())
     checker.check(root, spec, "")
     return checker.messages
 

@@ -6,6 +6,7 @@ The acceptance rules are InstructLab's; see :mod:`unfork.taxonomy.schema` and
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,13 +30,20 @@ def is_misnamed(path: Path) -> bool:
     return name != LEAF_NAME and name.lower() in ("qna.yaml", "qna.yml")
 
 
+@functools.lru_cache(maxsize=64)
+def _bases(root: str | None, cwd: str) -> tuple[str, ...]:
+    roots = [os.path.abspath(root), os.path.realpath(root)] if root else []
+    return tuple(dict.fromkeys([*roots, cwd, os.path.realpath(cwd)]))
+
+
 def display_path(path: Path, root: Path | None) -> str:
     """Relative to the taxonomy root when inside it, else to the working folder, else absolute."""
-    absolute = Path(os.path.abspath(path))
-    for base in ([root] if root is not None else []) + [Path.cwd()]:
-        for a, b in ((absolute, Path(os.path.abspath(base))), (absolute.resolve(), base.resolve())):
-            if a.is_relative_to(b):
-                return str(a.relative_to(b))
+    bases = _bases(str(root) if root is not None else None, os.getcwd())
+    for candidate in (os.path.abspath(path), None):
+        candidate = candidate or os.path.realpath(path)  # only when the cheap test failed
+        for base in bases:
+            if candidate.startswith(base.rstrip(os.sep) + os.sep):
+                return candidate[len(base.rstrip(os.sep)) + 1:]
     return str(path)
 
 
@@ -105,11 +113,12 @@ def check_text(text: str, path: Path, report: FileReport, lint: bool = True) -> 
         _lint(text, report)
     else:
         _duplicate_keys(node, report)
-    _, bomb = reader.to_python(node)
+    builder = reader.Builder()
+    _, bomb = reader.to_python(node, builder)
     if bomb:
         report.errors.extend(bomb)
         return
-    for msg in schema.check_document(node, report.kind, report.version):
+    for msg in schema.check_document(node, report.kind, report.version, builder):
         report.add(msg)
     _size_advice(node, report)
 
