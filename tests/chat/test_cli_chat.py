@@ -104,7 +104,7 @@ main()
     r = subprocess.run([sys.executable, "-c", code, "model", "chat", "--endpoint-url", server.url, "-qq", "hi"],
                        capture_output=True, text=True)
     assert r.stdout == "The answer is **42**.\n"
-    assert "LOADED:httpx\n" in r.stderr  # -qq: the HTTP client only
+    assert "LOADED:\n" in r.stderr  # -qq: the standard-library client only
 
 
 def test_without_endpoint_a_temporary_server_is_started_and_stopped(server, monkeypatch):

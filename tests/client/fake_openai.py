@@ -57,7 +57,9 @@ def split_words(text: str) -> list[str]:
 class FakeOpenAI:
     def __init__(self, replies: list[Reply] | None = None, *, default: Reply | None = None,
                  model: str = "fake-model", context_length: int | None = None, props_n_ctx: int | None = None,
-                 on_chat: Callable[[dict[str, Any]], Reply | None] | None = None):
+                 on_chat: Callable[[dict[str, Any]], Reply | None] | None = None, http11: bool = False):
+        self.http11 = http11
+        """HTTP/1.1 with keep-alive and chunked streams (as llama-server does) instead of HTTP/1.0."""
         self.replies: collections.deque[Reply] = collections.deque(replies or [])
         self.default = default or Reply()
         self.model = model
@@ -78,6 +80,7 @@ class FakeOpenAI:
 
         class Handler(_Handler):
             server_fake = fake
+            protocol_version = "HTTP/1.1" if fake.http11 else "HTTP/1.0"
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -216,10 +219,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
+        chunked = self.protocol_version == "HTTP/1.1"
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
         for k, v in reply.headers.items():
             self.send_header(k, v)
         self.end_headers()
-        w = self.wfile
+        w = _Chunked(self.wfile) if chunked else self.wfile
         w.write(b": keep-alive\n\n")
         w.flush()
         pieces = reply.pieces if reply.pieces is not None else split_words(reply.text)
@@ -255,6 +261,23 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": 7, "completion_tokens": len(pieces)}}
         w.write(f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode())
         w.flush()
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
+
+class _Chunked:
+    """HTTP/1.1 chunked transfer encoding over a socket file."""
+
+    def __init__(self, raw: Any):
+        self.raw = raw
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.raw.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def flush(self) -> None:
+        self.raw.flush()
 
 
 if __name__ == "__main__":  # python -m tests.client.fake_openai [answer]: serve until killed

@@ -369,3 +369,69 @@ def test_sse_decoder_round_trip(datas, comments):
     dec = SSEDecoder()
     got = [d for line in lines if (d := dec.feed(line)) is not None]
     assert got == [d for d in datas]
+
+
+# ------------------------------------------- the standard-library streaming path (chat -qq)
+
+
+def blocking(url: str, **kw):
+    from unfork.client import Stats, stream_chat_blocking
+
+    stats = Stats()
+    return stream_chat_blocking(fast(url, **kw), MSGS, model=kw.pop("model", None), stats=stats), stats
+
+
+@pytest.mark.parametrize("http11", [False, True], ids=["http1.0", "http1.1-chunked"])
+def test_blocking_streams_and_discovers_the_model(http11):
+    with FakeOpenAI(http11=http11) as server:
+        server.push(Reply(text="one two three four"))
+        stream, stats = blocking(server.url)
+        assert list(stream) == ["one ", "two ", "three ", "four"]
+        assert (stream.text, stream.finish_reason, stream.usage.completion_tokens) == ("one two three four", "stop", 4)
+        assert server.posts()[-1]["model"] == "fake-model" and server.posts()[-1]["stream"] is True
+
+
+def test_async_stream_over_chunked_keepalive():
+    with FakeOpenAI(http11=True) as server:
+        client = OpenAIClient(fast(server.url))
+
+        async def twice():
+            a = await client.stream_chat(MSGS).collect()
+            b = await client.chat(MSGS)
+            return a.text, b.text
+
+        assert run(twice()) == ("ok", "ok")
+
+
+def test_blocking_retries_503_and_honours_retry_after(server):
+    server.push(Reply(status=503), Reply(status=429, headers={"Retry-After": "1"}), Reply(text="done"))
+    stream, stats = blocking(server.url)
+    t0 = time.monotonic()
+    assert "".join(stream) == "done"
+    assert time.monotonic() - t0 >= 1.0
+    assert (stats.retries, stats.failures) == (2, 0)
+
+
+def test_blocking_connection_refused_and_400():
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    stream, stats = blocking(url, max_retries=2)
+    with pytest.raises(EndpointUnreachableError, match="gave up after 3 attempts"):
+        list(stream)
+    with FakeOpenAI() as srv:
+        srv.push(Reply(status=400, body={"error": {"message": "the request exceeds the available context size",
+                                                   "type": "exceed_context_size_error", "n_ctx": 512}}))
+        stream, stats = blocking(srv.url)
+        with pytest.raises(ContextOverflowError) as info:
+            list(stream)
+        assert info.value.n_ctx == 512 and len(srv.posts()) == 1
+
+
+def test_blocking_timeout_then_broken_stream(server):
+    server.push(Reply(text="slow", delay=1.5), Reply(text="quick"))
+    stream, stats = blocking(server.url, timeout=0.3)
+    assert "".join(stream) == "quick" and stats.retries == 1
+    server.push(Reply(text="a b c d", drop_after=2))
+    stream, _ = blocking(server.url)
+    with pytest.raises(StreamInterruptedError):
+        list(stream)
+    assert stream.text == "a b "

@@ -1,7 +1,8 @@
 """``unfork model chat``: talk to a model in the terminal, or ask one question with ``-qq``.
 
-The ``-qq`` path imports no UI library (only the HTTP client), so it adds
-well under a second to the model's own time.
+The ``-qq`` path imports neither a UI library nor httpx/asyncio (it streams
+over the standard library's http.client), so it adds a few tenths of a second
+to the model's own time.
 """
 
 from __future__ import annotations
@@ -74,33 +75,25 @@ def _endpoint(endpoint_url, api_key, model, cfg, *, quiet):  # noqa: ANN001, ANN
 
 
 def _settings(url: str, key: str | None):  # noqa: ANN202
-    from unfork.client import ClientSettings
+    from unfork.client.base import ClientSettings
 
     # A person is waiting: a dead endpoint should be reported in seconds, not after a long backoff.
     return ClientSettings(url, api_key=key or None, max_concurrency=1, max_retries=2, backoff_base=0.25)
 
 
 def _quick(url: str, key: str | None, model: str | None, cfg, text: str) -> None:  # noqa: ANN001
-    import asyncio
+    # The standard-library client: no asyncio, no httpx, so start-up stays a few tenths of a second.
+    from unfork.client.blocking import stream_chat_blocking
 
-    from unfork.chat.engine import ChatEngine
-    from unfork.chat.session import Conversation
-    from unfork.client import OpenAIClient
-
+    messages = [{"role": "system", "content": cfg.chat.system}] if cfg.chat.system else []
+    messages.append({"role": "user", "content": text})
     out = sys.stdout
-
-    def write(piece: str) -> None:
+    for piece in stream_chat_blocking(_settings(url, key), messages, model=model,
+                                      temperature=cfg.chat.temperature, max_tokens=cfg.chat.max_tokens):
         out.write(piece)
         out.flush()
-
-    async def main() -> None:
-        async with OpenAIClient(_settings(url, key), model=model) as client:
-            engine = ChatEngine(client, Conversation(system=cfg.chat.system or None), model=model,
-                                temperature=cfg.chat.temperature, max_tokens=cfg.chat.max_tokens)
-            await engine.reply(text, write)
-        write("\n")
-
-    asyncio.run(main())
+    out.write("\n")
+    out.flush()
 
 
 def _interactive(url: str, key: str | None, model: str | None, cfg, first: str | None,  # noqa: ANN001

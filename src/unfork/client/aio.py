@@ -1,40 +1,43 @@
-"""One client for every OpenAI-compatible endpoint unfork talks to.
-
-Chat, data generation and evaluation all go through :class:`OpenAIClient`
-(one endpoint) or :class:`MultiClient` (several, e.g. repeated
-``--endpoint-url``). Both are asyncio-first; :class:`SyncClient` wraps either
-for plain code.
-
-What the client does for its callers:
-
-- retries with exponential backoff and jitter on 429 (honouring
-  ``Retry-After``), 408, 5xx, connection errors and timeouts; never on other
-  4xx, which raise an :class:`APIError` carrying the server's own message;
-- recognises a prompt that does not fit the model's window
-  (:class:`ContextOverflowError`), so callers can re-chunk or trim;
-- limits the requests in flight with one semaphore per endpoint;
-- counts requests, retries, failures and tokens (:class:`Stats`).
-
-A streamed answer is retried only while nothing has been yielded yet.
-"""
+"""The asyncio clients over httpx: :class:`OpenAIClient`, :class:`MultiClient`, :class:`SyncClient`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
-import logging
-import random
-import re
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
-from unfork.errors import UserError
+from unfork.client.base import (
+    RETRY_STATUSES,
+    APIError,
+    ChatResult,
+    ClientError,
+    ClientSettings,
+    EndpointUnreachableError,
+    Message,
+    ModelInfo,
+    NotFoundError,
+    RequestTimeoutError,
+    SSEDecoder,
+    Stats,
+    StreamInterruptedError,
+    Usage,
+    _Attempts,
+    _choice_text,
+    _error_for_status,
+    _parse_chunk,
+    _parse_models,
+    _payload,
+    _retry_after,
+    _Retryable,
+    _root_url,
+    log,
+    normalize_base_url,
+)
 
 
 def _import_httpx():  # noqa: ANN202
@@ -60,243 +63,7 @@ def _import_httpx():  # noqa: ANN202
 
 httpx = _import_httpx()
 
-log = logging.getLogger("unfork.client")
-
 T = TypeVar("T")
-Message = dict[str, Any]
-
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-RETRY_AFTER_MAX = 120.0  # a server asking for longer than this gets this
-
-
-# ---------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """How to reach one endpoint and how hard to try."""
-
-    base_url: str
-    """The API root, e.g. ``http://127.0.0.1:8000/v1``; a bare ``host:port`` gets ``/v1``."""
-    api_key: str | None = None
-    """Sent as ``Authorization: Bearer <key>`` when set."""
-    timeout: float = 600.0
-    """Seconds to wait for a response, or between two chunks of a streamed one."""
-    connect_timeout: float = 10.0
-    """Seconds to wait for the TCP connection."""
-    max_retries: int = 5
-    """Retries after the first attempt (0: try once)."""
-    backoff_base: float = 0.5
-    """First retry waits about this long; each later one twice as long."""
-    backoff_max: float = 20.0
-    """Longest wait between two attempts (a ``Retry-After`` may ask for more)."""
-    max_concurrency: int = 8
-    """Requests in flight at once through this client."""
-    verify_tls: bool = True
-    """Check the server's TLS certificate (https endpoints)."""
-
-
-def normalize_base_url(url: str) -> str:
-    """``localhost:8000`` -> ``http://localhost:8000/v1``; keeps any explicit path."""
-    url = url.strip()
-    if "://" not in url:
-        url = "http://" + url
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    if not path:
-        path = "/v1"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-
-
-def _root_url(base_url: str) -> str:
-    """The server root (where llama.cpp and vLLM put /health and /props)."""
-    return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
-
-
-# ----------------------------------------------------------------- results
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @classmethod
-    def from_json(cls, data: Any) -> Usage:
-        if not isinstance(data, dict):
-            return cls()
-        return cls(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
-
-
-@dataclass
-class ChatResult:
-    """One answer (the first choice) plus the server's whole reply in ``raw``."""
-
-    text: str
-    finish_reason: str | None
-    usage: Usage
-    model: str | None
-    raw: dict[str, Any] = field(repr=False, default_factory=dict)
-
-    @property
-    def texts(self) -> list[str]:
-        """Every choice's text (for requests with ``n`` > 1)."""
-        return [_choice_text(c) for c in self.raw.get("choices") or []]
-
-
-@dataclass
-class ModelInfo:
-    id: str
-    context_length: int | None
-    raw: dict[str, Any] = field(repr=False, default_factory=dict)
-
-
-@dataclass
-class Stats:
-    """Counters for one client; ``as_dict()`` for logs and run reports."""
-
-    requests: int = 0
-    """Calls made (chat, complete, a stream...), however many attempts each took."""
-    attempts: int = 0
-    """HTTP requests sent."""
-    retries: int = 0
-    failures: int = 0
-    """Calls that ended in an error."""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    in_flight: int = 0
-    max_in_flight: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
-# ------------------------------------------------------------------ errors
-
-
-class ClientError(UserError):
-    """Talking to a model endpoint failed; the CLI prints it without a traceback."""
-
-
-class EndpointUnreachableError(ClientError):
-    """No connection could be made (refused, DNS, reset)."""
-
-
-class RequestTimeoutError(ClientError):
-    """The server did not answer in time."""
-
-
-class StreamInterruptedError(ClientError):
-    """A streamed answer broke off after part of it had arrived."""
-
-
-class APIError(ClientError):
-    """The server answered with an error status; ``server_message`` is what it said."""
-
-    def __init__(self, message: str, *, status_code: int, server_message: str = "", url: str = "",
-                 hint: str | None = None, body: Any = None):
-        super().__init__(message, hint=hint)
-        self.status_code = status_code
-        self.server_message = server_message
-        self.url = url
-        self.body = body
-
-
-class AuthenticationError(APIError):
-    """401 or 403: a missing or wrong API key."""
-
-
-class NotFoundError(APIError):
-    """404: a wrong URL or an unknown model name."""
-
-
-class ContextOverflowError(APIError):
-    """The prompt plus ``max_tokens`` does not fit the model's context window.
-
-    ``n_ctx`` and ``n_prompt_tokens`` hold what the server said, when it said it.
-    """
-
-    def __init__(self, *args: Any, n_ctx: int | None = None, n_prompt_tokens: int | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.n_ctx = n_ctx
-        self.n_prompt_tokens = n_prompt_tokens
-
-
-_OVERFLOW = re.compile(
-    r"context length|context window|context size|context_length_exceeded|exceed_context_size"
-    r"|maximum context|too many tokens|prompt is too long|input is too long|exceeds the model"
-    r"|max_new_tokens. must be <=|input is too large",
-    re.IGNORECASE,
-)
-_NCTX = re.compile(r"(?:maximum context length is|context window of|context size of|n_ctx\D{0,4})\s*(\d+)",
-                   re.IGNORECASE)
-
-
-def _server_message(body: Any, text: str) -> str:
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            for key in ("message", "detail", "error", "msg"):
-                if isinstance(err.get(key), str):
-                    return err[key]
-        if isinstance(err, str):
-            return err
-        if isinstance(body.get("detail"), str):
-            return body["detail"]
-    return " ".join(text.split())[:500]
-
-
-def _error_for_status(status: int, body: Any, text: str, url: str) -> APIError:
-    msg = _server_message(body, text)
-    shown = f"{url} answered {status}" + (f": {msg}" if msg else "")
-    err_obj = body.get("error") if isinstance(body, dict) else None
-    err_fields = err_obj if isinstance(err_obj, dict) else {}
-    kind = " ".join(str(err_fields.get(k, "")) for k in ("type", "code"))
-    if status in (400, 413, 422) and (_OVERFLOW.search(msg) or _OVERFLOW.search(kind)):
-        n_ctx = err_fields.get("n_ctx")
-        if not isinstance(n_ctx, int):
-            m = _NCTX.search(msg)
-            n_ctx = int(m.group(1)) if m else None
-        n_prompt = err_fields.get("n_prompt_tokens")
-        return ContextOverflowError(
-            shown, status_code=status, server_message=msg, url=url, body=body,
-            hint="shorten the prompt, lower max_tokens, or serve the model with a larger context",
-            n_ctx=n_ctx, n_prompt_tokens=n_prompt if isinstance(n_prompt, int) else None)
-    if status in (401, 403):
-        return AuthenticationError(shown, status_code=status, server_message=msg, url=url, body=body,
-                                   hint="check the API key (--api-key)")
-    if status == 404:
-        return NotFoundError(shown, status_code=status, server_message=msg, url=url, body=body,
-                             hint="check that the endpoint URL ends in /v1 and that the model name exists")
-    return APIError(shown, status_code=status, server_message=msg, url=url, body=body)
-
-
-class _Retryable(Exception):
-    """Internal: an attempt failed in a way worth another try."""
-
-    def __init__(self, error: ClientError, retry_after: float | None = None):
-        super().__init__(str(error))
-        self.error = error
-        self.retry_after = retry_after
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    ms = headers.get("retry-after-ms")
-    if ms:
-        with contextlib.suppress(ValueError):
-            return max(0.0, float(ms) / 1000)
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _transport_error(exc: httpx.TransportError, url: str) -> _Retryable:
@@ -310,63 +77,7 @@ def _transport_error(exc: httpx.TransportError, url: str) -> _Retryable:
         hint="is the server running? check --endpoint-url, or leave it out to start a local server"))
 
 
-# ---------------------------------------------------------------- retrying
-
-
-class _Attempts:
-    """The retry loop's state for one call: counts, backoff, the final error."""
-
-    def __init__(self, settings: ClientSettings, stats: Stats):
-        self.settings = settings
-        self.stats = stats
-        self.number = 0
-        stats.requests += 1
-
-    def delay(self, retry_after: float | None) -> float:
-        s = self.settings
-        backoff = min(s.backoff_max, s.backoff_base * (2 ** (self.number - 1)))
-        backoff *= 0.5 + random.random() / 2  # jitter, so parallel callers spread out
-        if retry_after is not None:
-            return max(backoff, min(retry_after, max(RETRY_AFTER_MAX, s.backoff_max)))
-        return backoff
-
-    async def failed(self, r: _Retryable) -> None:
-        """Sleep before the next attempt, or raise the error if none is left."""
-        self.number += 1
-        if self.number > self.settings.max_retries:
-            self.stats.failures += 1
-            err = r.error
-            if self.number > 1:
-                err.message = f"{err.message} (gave up after {self.number} attempts)"
-                err.args = (err.message,)
-            raise err from r.__cause__
-        self.stats.retries += 1
-        wait = self.delay(r.retry_after)
-        log.info("attempt %d failed (%s); retrying in %.2fs", self.number, r.error.message, wait)
-        await asyncio.sleep(wait)
-
-    def gave_up(self) -> None:
-        self.stats.failures += 1
-
-
 # ------------------------------------------------------------------ client
-
-
-def _choice_text(choice: dict[str, Any]) -> str:
-    msg = choice.get("message")
-    if isinstance(msg, dict):
-        return msg.get("content") or ""
-    return choice.get("text") or ""
-
-
-def _context_length(entry: dict[str, Any]) -> int | None:
-    for key in ("max_model_len", "context_length", "context_window", "max_context_length", "n_ctx"):
-        if isinstance(entry.get(key), int):
-            return entry[key]
-    meta = entry.get("meta")
-    if isinstance(meta, dict) and isinstance(meta.get("n_ctx"), int):
-        return meta["n_ctx"]
-    return None
 
 
 class OpenAIClient:
@@ -660,24 +371,6 @@ class OpenAIClient:
                 await resp.aclose()
 
 
-def _parse_models(data: Any) -> list[ModelInfo]:
-    entries = data.get("data") if isinstance(data, dict) else data if isinstance(data, list) else None
-    if not isinstance(entries, list):
-        entries = data.get("models") if isinstance(data, dict) else None
-    out = []
-    for e in entries or []:
-        if isinstance(e, dict) and (e.get("id") or e.get("name") or e.get("model")):
-            out.append(ModelInfo(str(e.get("id") or e.get("name") or e.get("model")), _context_length(e), e))
-    return out
-
-
-def _payload(**fields: Any) -> dict[str, Any]:
-    out = {k: v for k, v in fields.items() if v is not None}
-    if isinstance(out.get("stop"), tuple):
-        out["stop"] = list(out["stop"])
-    return out
-
-
 async def _call(pick: Callable[[], OpenAIClient], settings: ClientSettings, stats: Stats,
                 do: Callable[[OpenAIClient], Awaitable[T]],
                 on_failure: Callable[[OpenAIClient], None] | None = None) -> T:
@@ -689,7 +382,7 @@ async def _call(pick: Callable[[], OpenAIClient], settings: ClientSettings, stat
         except _Retryable as r:
             if on_failure:
                 on_failure(client)
-            await attempts.failed(r)
+            await asyncio.sleep(attempts.next_delay(r))
             continue
         except ClientError:
             attempts.gave_up()
@@ -707,36 +400,6 @@ async def _lines(resp: httpx.Response, url: str) -> AsyncIterator[str]:
 
 
 # --------------------------------------------------------------- streaming
-
-
-class SSEDecoder:
-    """Server-sent events, line by line: ``feed(line)`` returns an event's data when one is complete.
-
-    Comment lines (``: keep-alive``) and fields other than ``data`` are
-    ignored; several ``data:`` lines in one event are joined with newlines.
-    """
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> str | None:
-        line = line.rstrip("\r\n")
-        if not line:
-            return self.flush()
-        if line.startswith(":"):
-            return None
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        return None
-
-    def flush(self) -> str | None:
-        if not self._data:
-            return None
-        data, self._data = "\n".join(self._data), []
-        return data
 
 
 class ChatStream:
@@ -777,28 +440,11 @@ class ChatStream:
         return ChatResult(self.text, self.finish_reason, self.usage, self.model, {})
 
     def _event(self, data: str, url: str) -> str:
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise _Retryable(APIError(f"{url} streamed something that is not JSON: {data[:200]!r}",
-                                      status_code=200, url=url)) from None
-        if not isinstance(chunk, dict):
-            return ""
-        if chunk.get("error"):
-            raise _error_for_status(500, chunk, data, url)
-        self.model = chunk.get("model") or self.model
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = Usage.from_json(chunk["usage"])
-        choices = chunk.get("choices") or []
-        if not choices or not isinstance(choices[0], dict):
-            return ""
-        choice = choices[0]
-        if choice.get("finish_reason"):
-            self.finish_reason = choice["finish_reason"]
-        delta = choice.get("delta")
-        if isinstance(delta, dict):
-            return delta.get("content") or ""
-        return choice.get("text") or ""
+        piece, finish, usage, model = _parse_chunk(data, url)
+        self.finish_reason = finish or self.finish_reason
+        self.usage = usage or self.usage
+        self.model = model or self.model
+        return piece
 
     async def _run(self, pick: Callable[[], OpenAIClient], settings: ClientSettings, stats: Stats,
                    path: str, payload: dict[str, Any], model: str | None,
@@ -841,7 +487,7 @@ class ChatStream:
                     raise StreamInterruptedError(
                         f"the answer from {url} broke off after {len(self.text)} characters: {r.error.message}"
                     ) from r.__cause__
-                await attempts.failed(r)
+                await asyncio.sleep(attempts.next_delay(r))
                 continue
             except ClientError:
                 attempts.gave_up()
