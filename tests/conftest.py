@@ -1,4 +1,9 @@
-"""Shared fixtures: every test gets its own unfork home, so no test reads or writes the user's files."""
+"""Shared fixtures.
+
+Every test gets its own unfork home, so no test reads or writes the user's
+files. Tests that need a real model find it where ``scripts/setup.sh``
+downloaded it, in the unfork home that was in force before the tests started.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from unfork.paths import get_paths
+
 REPO = Path(__file__).resolve().parents[1]
+REAL_MODELS_DIR = get_paths().models_dir  # read before any fixture redirects UNFORK_HOME
+IN_CI = bool(os.environ.get("CI"))
 
 
 @pytest.fixture(autouse=True)
@@ -18,3 +27,19 @@ def unfork_home(tmp_path_factory, monkeypatch) -> Path:
                 and not v.startswith(("UNFORK_LLAMA", "UNFORK_TEST"))]:
         monkeypatch.delenv(var)
     return home
+
+
+def missing(reason: str):
+    """Skip on a developer machine; fail in CI, where scripts/setup.sh --dev must have provided it."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI runs scripts/setup.sh --dev, which should provide it)")
+    pytest.skip(reason)
+
+
+def real_model_file(name: str) -> Path:
+    """The downloaded file of a catalog model (GGUF), or skip/fail with how to get it."""
+    folder = REAL_MODELS_DIR / name
+    found = sorted(folder.glob("*.gguf")) if folder.is_dir() else []
+    if not found:
+        missing(f"model {name} is not downloaded: run '.venv/bin/unfork model download {name}'")
+    return found[0]
