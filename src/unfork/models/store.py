@@ -513,6 +513,7 @@ def list_stored() -> list[StoredModel]:
                                    size=int(m.get("size") or folder_size(folder)), path=str(path),
                                    source=str(m.get("source", "")), role=str(m.get("role") or ""),
                                    date=str(m.get("date", ""))))
+            out.extend(_exports(folder, str(m.get("role") or "")))
     ckpt = get_paths().checkpoints_dir
     if ckpt.is_dir():
         for folder in sorted(p for p in ckpt.iterdir() if p.is_dir()):
@@ -523,6 +524,19 @@ def list_stored() -> list[StoredModel]:
             out.append(StoredModel(name=folder.name, format=r.format, size=folder_size(r.path),
                                    path=str(r.path), source="trained", role="trained"))
     return out
+
+
+def _exports(folder: Path, role: str) -> list[StoredModel]:
+    """GGUF files exported from a Hugging Face folder (``<folder>/gguf/``)."""
+    m = read_manifest(folder / "gguf") or {}
+    rows = []
+    for file, info in sorted((m.get("exports") or {}).items()):
+        path = folder / "gguf" / file
+        if path.is_file():
+            rows.append(StoredModel(name=Path(file).stem, format="gguf", size=path.stat().st_size,
+                                    path=str(path), source=f"exported ({info.get('outtype', '?')})", role=role,
+                                    date=str(info.get("date", ""))))
+    return rows
 
 
 def removable(name: str) -> list[Path]:
@@ -617,7 +631,8 @@ def _local(name: str) -> Path | None:
         candidate = root / name
         if candidate.is_dir():
             return candidate
-    return None
+    exports = sorted(paths.models_dir.glob(f"*/gguf/{name}.gguf")) if paths.models_dir.is_dir() else []
+    return exports[0] if exports else None
 
 
 def resolve_model(name_or_path: str, *, download: bool = True, format: str | None = None) -> ResolvedModel:
