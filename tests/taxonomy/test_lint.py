@@ -291,7 +291,7 @@ def documents(draw) -> str:
     return text
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents())
 def test_generated_documents_agree_with_yamllint(text: str):
     expected = reference(text)
@@ -303,7 +303,7 @@ def test_generated_documents_agree_with_yamllint(text: str):
 YAML_CHARS = st.sampled_from(list("-:?[]{},#&*!|>'\"%@` \t\n\r\\") + ["\r\n", "\ufeff", "\x85", "\u2028"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(YAML_CHARS, st.text(max_size=4)), max_size=60).map("".join))
 def test_any_text_never_raises(text: str):
     for message in lint_text(text):

@@ -195,14 +195,12 @@ class _Tokens:
 
     def __init__(self, text: str):
         self.buf = text + "\0"     # what PyYAML's marks point into
-        toks = []
         failed = False
         try:
-            get_token = _Loader(text).get_token
-            while (tok := get_token()) is not None:
-                toks.append(tok)
-        except Exception:  # noqa: BLE001 - any scanner failure (YAMLError, UnicodeError on lone surrogates) ends the stream
+            toks = list(iter(_Loader(text).get_token, None))
+        except Exception:  # any scanner failure (YAMLError, UnicodeError on lone surrogates) ends the stream
             failed = True
+            toks = _tokens_before_error(text)
         # map() with C callables: about twice as fast as comprehensions here.
         self.kind = list(map(_KINDS.__getitem__, map(type, toks)))
         self.kind.append(NONE)    # lets rules read the next token's kind without a check
@@ -221,6 +219,18 @@ class _Tokens:
 
     def next_kind(self, i: int) -> int:
         return self.kind[i + 1]
+
+
+def _tokens_before_error(text: str) -> list:
+    """Scan again, one token at a time, keeping those before the error."""
+    toks = []
+    try:
+        get_token = _Loader(text).get_token
+        while (tok := get_token()) is not None:
+            toks.append(tok)
+    except Exception:  # expected: it is why we scan again
+        pass
+    return toks
 
 
 def _normalise_marks(t: _Tokens, text: str) -> None:
@@ -287,20 +297,29 @@ def _spaces_before(t: _Tokens, i: int, most: int, rule: str, what: str, hint: st
             out.append((line, t.scol[i], rule, f"too many spaces {what}", hint, line))
 
 
+_SPACED = frozenset((VALUE, BLOCK_ENTRY, FLOW_ENTRY, FLOW_MAP_START, FLOW_SEQ_START, FLOW_MAP_END,
+                     FLOW_SEQ_END))
+
+
 def _spacing_rules(t: _Tokens, out: list[Problem]) -> None:
     """hyphens, colons, commas, braces and brackets."""
-    kind = t.kind
-    for i in range(t.n):
+    kind, sidx, eidx = t.kind, t.sidx, t.eidx
+    # Only explicit keys (`? key`) have a width: skip KEY tokens unless there may be one.
+    spaced = _SPACED | {KEY} if "?" in t.buf else _SPACED
+    for i in [i for i, k in enumerate(kind[:t.n]) if k in spaced]:
         k = kind[i]
         if k == VALUE:
-            # `*alias :` needs the space, or the colon would be part of the alias.
-            if not (i and kind[i - 1] == ALIAS and t.sidx[i] - t.eidx[i - 1] == 1):
+            # The common `key: value` needs no further look.
+            if eidx[i - 1] != sidx[i] and not (kind[i - 1] == ALIAS and sidx[i] - eidx[i - 1] == 1):
+                # (`*alias :` needs the space, or the colon would be part of the alias.)
                 _spaces_before(t, i, 0, "colons", "before colon", "delete the spaces before ':'", out)
+            if sidx[i + 1] - eidx[i] > 1 and not (kind[i - 1] == ALIAS and sidx[i] - eidx[i - 1] == 1):
                 _spaces_after(t, i, 1, -1, "colons", "after colon", "leave exactly one space after ':'", out)
         elif k == BLOCK_ENTRY:
-            _spaces_after(t, i, 1, -1, "hyphens", "after hyphen", "leave exactly one space after '-'", out)
+            if sidx[i + 1] - eidx[i] > 1:
+                _spaces_after(t, i, 1, -1, "hyphens", "after hyphen", "leave exactly one space after '-'", out)
         elif k == KEY:
-            if t.sidx[i] < t.eidx[i] and t.buf[t.sidx[i]] == "?":
+            if sidx[i] < eidx[i] and t.buf[sidx[i]] == "?":
                 _spaces_after(t, i, 1, -1, "colons", "after question mark",
                               "leave exactly one space after '?'", out)
         elif k == FLOW_ENTRY:
@@ -327,10 +346,14 @@ def _commas(t: _Tokens, i: int, out: list[Problem]) -> None:
     _spaces_after(t, i, 1, 1, "commas", "after comma", hint, out)
 
 
+_STRUCTURE = frozenset((BLOCK_MAP_START, FLOW_MAP_START, BLOCK_SEQ_START, FLOW_SEQ_START, BLOCK_END,
+                        FLOW_MAP_END, FLOW_SEQ_END, KEY))
+
+
 def _key_duplicates(t: _Tokens, out: list[Problem]) -> None:
     kind, value = t.kind, t.value
     stack: list[set | None] = []        # a set of keys per mapping, None per sequence
-    for i in range(t.n):
+    for i in [i for i, k in enumerate(kind[:t.n]) if k in _STRUCTURE]:
         k = kind[i]
         if k == BLOCK_MAP_START or k == FLOW_MAP_START:
             stack.append(set())
@@ -463,11 +486,10 @@ class _CannotInfer(Exception):
 
 
 class _IndentState:
-    __slots__ = ("stack", "cur_line", "cur_line_indent", "spaces", "indent_seq")
+    __slots__ = ("stack", "cur_line_indent", "spaces", "indent_seq")
 
     def __init__(self):
         self.stack = [[ROOT, 0, None, False, False]]
-        self.cur_line = -1
         self.cur_line_indent = 0
         self.spaces: int | None = None            # None until the first indent is seen
         self.indent_seq: bool | str = "consistent"  # decided by the first sequence value
@@ -480,19 +502,25 @@ class _IndentState:
 
 def _indentation(t: _Tokens, out: list[Problem]) -> None:
     st = _IndentState()
-    stack, kind, value, sline, eline, eidx, buf = st.stack, t.kind, t.value, t.sline, t.eline, t.eidx, t.buf
+    stack, kind, value, sline, scol = st.stack, t.kind, t.value, t.sline, t.scol
+    eline, eidx, buf = t.eline, t.eidx, t.buf
+    cur_line = 0     # 1-based line the last visible token ended on
     for i in range(t.n):
         k = kind[i]
         try:
             if k in _INVISIBLE or (k == SCALAR and value[i] == ""):
                 _indent_pop(t, i, k, st)
                 continue
-            if sline[i] + 1 > st.cur_line:      # first token on its line
-                _indent_check(t, i, k, st, out)
+            if sline[i] + 1 > cur_line:     # first token on its line
+                top = stack[-1]
+                if scol[i] == top[1] and top[0] != P_KEY and k != FLOW_MAP_END and k != FLOW_SEQ_END:
+                    st.cur_line_indent = scol[i]    # where it is expected: the common case
+                else:
+                    _indent_check(t, i, k, st, out)
             if k == SCALAR and buf[eidx[i] - 1] in _WS:
-                st.cur_line = _real_end_line(t, i)
+                cur_line = _real_end_line(t, i)
             else:
-                st.cur_line = eline[i] + 1
+                cur_line = eline[i] + 1
             if k == KEY:
                 stack.append([P_KEY, stack[-1][1], None, t.sidx[i] < eidx[i] and buf[t.sidx[i]] == "?", False])
             elif k == VALUE:
