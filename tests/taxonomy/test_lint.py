@@ -331,6 +331,7 @@ def test_binary_junk_never_raises(data: bytes):
     "\n\r\n" * 50_000,
     "\r\n\n" * 50_000,
     " \n" * 100_000,
+    "# yamllint disable-line\na: 1 \n" * 10_000,
 ])
 def test_adversarial_input_is_handled(text: str):
     # Not timed here (bench/bench_lint.py measures speed), but each of these

@@ -88,7 +88,8 @@ Problem = tuple[int, int, str, str, str, int]
 
 def lint_text(text: str) -> list[Message]:
     """Every yamllint problem in `text`, sorted by position; never raises."""
-    if "yamllint" in text and _disabled_file(text):
+    directives = "yamllint" in text
+    if directives and _disabled_file(text):
         return []
     problems: list[Problem] = []
     _line_rules(text, problems)
@@ -99,12 +100,14 @@ def lint_text(text: str) -> list[Message]:
         if ALIAS in toks.kind:
             _anchors(toks, problems)
         _indentation(toks, problems)
+    if not problems:
+        return []
     # yamllint reports what it finds on a line once it reads that line; a
     # token on a line past the last \n-ended one (lines broken by a lone \r)
     # is never reported.
     last_line = text.count("\n") + 1
     problems = [p for p in problems if p[5] <= last_line]
-    if "yamllint" in text:
+    if directives:
         problems = _apply_directives(text, toks, problems)
     return sorted(Message(line, col, "lint." + rule, desc, "error", "", hint)
                   for line, col, rule, desc, hint, _src in problems)
@@ -336,7 +339,7 @@ def _spacing_rules(t: _Tokens, out: list[Problem]) -> None:
 
 
 def _commas(t: _Tokens, i: int, out: list[Problem]) -> None:
-    hint = "write ', ' : no space before a comma and exactly one after it"
+    hint = "put no space before a comma and exactly one space after it"
     if i and t.eline[i - 1] < t.sline[i]:
         line = t.sline[i] + 1
         out.append((line, max(1, t.scol[i]), "commas", "too many spaces before comma",
@@ -478,7 +481,7 @@ def _apply_directives(text: str, t: _Tokens, problems: list[Problem]) -> list[Pr
 ROOT, B_MAP, F_MAP, B_SEQ, F_SEQ, B_ENT, P_KEY, P_VAL = range(8)
 _INVISIBLE = frozenset((STREAM_START, STREAM_END, BLOCK_END))
 _NO_VALUE = frozenset((BLOCK_END, FLOW_MAP_END, FLOW_SEQ_END, KEY))
-_INDENT_HINT = "indent this line with exactly {} spaces, like its siblings"
+_INDENT_HINT = "indent this line with exactly {} spaces"
 
 
 class _CannotInfer(Exception):
