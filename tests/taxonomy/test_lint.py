@@ -173,9 +173,13 @@ def test_pure_python_scanner_gives_the_same_answers(monkeypatch):
         assert ours(text) == Counter((line, col, "lint." + rule) for line, col, rule in expected), text
 
 
-def test_syntax_errors_are_left_to_the_caller():
-    # yamllint reports a syntax error here; we report only rule problems.
-    assert all(m.rule.startswith("lint.") for m in lint_text("a: [1, 2\nb: 3 \n"))
+def test_text_that_does_not_parse_is_linted_up_to_the_error():
+    # Like yamllint: line rules everywhere, token rules on the tokens before
+    # the scanner's error; the syntax error itself is the caller's to report.
+    text = "a:  1\nb:   2\nc: 3 \nd: 'x\n"
+    assert reference(text) is None
+    assert ours(text) == Counter({(1, 4, "lint.colons"): 1, (2, 5, "lint.colons"): 1,
+                                  (3, 5, "lint.trailing-spaces"): 1})
     assert lint_text("key: 'unterminated\n") == []
 
 
