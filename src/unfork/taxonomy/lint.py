@@ -481,6 +481,8 @@ def _apply_directives(text: str, t: _Tokens, problems: list[Problem]) -> list[Pr
 ROOT, B_MAP, F_MAP, B_SEQ, F_SEQ, B_ENT, P_KEY, P_VAL = range(8)
 _INVISIBLE = frozenset((STREAM_START, STREAM_END, BLOCK_END))
 _NO_VALUE = frozenset((BLOCK_END, FLOW_MAP_END, FLOW_SEQ_END, KEY))
+# Closed only by an end token, so a scalar never closes them.
+_CLOSED_BY_END = frozenset((ROOT, B_MAP, F_MAP, B_SEQ, F_SEQ))
 _INDENT_HINT = "indent this line with exactly {} spaces"
 
 
@@ -505,40 +507,42 @@ class _IndentState:
 
 def _indentation(t: _Tokens, out: list[Problem]) -> None:
     st = _IndentState()
-    stack, kind, value, sline, scol = st.stack, t.kind, t.value, t.sline, t.scol
-    eline, eidx, buf = t.eline, t.eidx, t.buf
+    stack, kind, eidx, buf = st.stack, t.kind, t.eidx, t.buf
     cur_line = 0     # 1-based line the last visible token ended on
-    for i in range(t.n):
-        k = kind[i]
+    rows = zip(range(t.n), kind, t.value, t.sline, t.scol, t.eline, strict=False)  # stops at n
+    for i, k, value, sline, scol, eline in rows:
         try:
-            if k in _INVISIBLE or (k == SCALAR and value[i] == ""):
+            if k in _INVISIBLE or (k == SCALAR and value == ""):
                 _indent_pop(t, i, k, st)
                 continue
-            if sline[i] + 1 > cur_line:     # first token on its line
+            if sline >= cur_line:     # first token on its line
                 top = stack[-1]
-                if scol[i] == top[1] and top[0] != P_KEY and k != FLOW_MAP_END and k != FLOW_SEQ_END:
-                    st.cur_line_indent = scol[i]    # where it is expected: the common case
+                if scol == top[1] and top[0] != P_KEY and k != FLOW_MAP_END and k != FLOW_SEQ_END:
+                    st.cur_line_indent = scol   # where it is expected: the common case
                 else:
                     _indent_check(t, i, k, st, out)
-            if k == SCALAR and buf[eidx[i] - 1] in _WS:
-                cur_line = _real_end_line(t, i)
+            if k == SCALAR:
+                cur_line = _real_end_line(t, i) if buf[eidx[i] - 1] in _WS else eline + 1
+                top = stack[-1][0]
+                if top == P_VAL and stack[-2][0] == P_KEY and stack[-3][0] in _CLOSED_BY_END:
+                    del stack[-2:]      # the commonest close, `key: value`, without the call
+                    continue
             else:
-                cur_line = eline[i] + 1
-            if k == KEY:
-                stack.append([P_KEY, stack[-1][1], None, t.sidx[i] < eidx[i] and buf[t.sidx[i]] == "?", False])
-            elif k == VALUE:
-                _indent_value(t, i, st)
-            elif k != SCALAR:
-                _indent_push(t, i, k, st)
+                cur_line = eline + 1
+                if k == KEY:
+                    stack.append([P_KEY, stack[-1][1], None, t.sidx[i] < eidx[i] and buf[t.sidx[i]] == "?", False])
+                elif k == VALUE:
+                    _indent_value(t, i, st)
+                else:
+                    _indent_push(t, i, k, st)
+                top = stack[-1][0]
             # Skip the call in the two commonest cases where nothing closes.
-            top = stack[-1][0]
             if not ((top == P_KEY and kind[i + 1] not in _NO_VALUE)
                     or (top == P_VAL and (k == VALUE or k == ANCHOR or k == TAG))):
                 _indent_pop(t, i, k, st)
         except _CannotInfer:
-            line = sline[i] + 1
-            out.append((line, t.scol[i] + 1, "indentation", "cannot infer indentation: unexpected token",
-                        "check the nesting of the lines around this one", line))
+            out.append((sline + 1, scol + 1, "indentation", "cannot infer indentation: unexpected token",
+                        "check the nesting of the lines around this one", sline + 1))
 
 
 def _indent_check(t: _Tokens, i: int, k: int, st: _IndentState, out: list[Problem]) -> None:
