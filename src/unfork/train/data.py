@@ -1,0 +1,293 @@
+"""Training data: chat rows -> token ids with a loss mask -> packed micro-batches.
+
+* :func:`render` applies the model's own chat template. The template owns the
+  loss mask: a token is a target only if its characters fall inside an
+  assistant turn as the template renders it (content and end-of-turn marker).
+* :func:`prepare` drops (and counts) samples longer than ``max_seq_len`` and
+  samples with nothing to learn; nothing is ever truncated.
+* :func:`step_plan` fixes which samples make each optimizer step (a seeded
+  shuffle per epoch, ``effective_batch_size`` samples a step), and which rank
+  gets which of them.
+* :func:`pack` puts a rank's samples for one step into padding-free
+  micro-batches: samples are concatenated in one row with ``position_ids``
+  restarting at 0 for each, which transformers turns into a block-diagonal
+  causal mask, so no sample sees another and no compute goes to padding.
+
+Targets are shifted here (``targets[t]`` is the token to predict after
+position ``t``, or -100), so a sample's last token never predicts the next
+sample's first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unfork.errors import UserError
+
+IGNORE = -100
+
+
+@dataclass
+class Sample:
+    ids: list[int]
+    mask: list[bool]
+    """``mask[i]`` is true when token ``i`` is part of an assistant turn (a target)."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_targets(self) -> int:
+        # The first token can never be predicted (nothing precedes it).
+        return sum(self.mask[1:])
+
+
+def render(tokenizer: Any, messages: Sequence[dict[str, str]]) -> Sample:
+    """Token ids of a conversation rendered by the tokenizer's chat template, with the loss mask.
+
+    The assistant spans are found by rendering the conversation up to each
+    assistant turn with ``add_generation_prompt=True``: what the full rendering
+    adds after that prefix, up to the end of the turn, is the assistant's text.
+    """
+    def text_of(msgs: Sequence[dict[str, str]], gen: bool) -> str:
+        return tokenizer.apply_chat_template(list(msgs), tokenize=False, add_generation_prompt=gen)
+
+    full = text_of(messages, False)
+    spans: list[tuple[int, int]] = []
+    for i, m in enumerate(messages):
+        if m.get("role") != "assistant":
+            continue
+        prefix = text_of(messages[:i], True) if i else ""
+        through = text_of(messages[: i + 1], False)
+        if not full.startswith(through) or not through.startswith(prefix):
+            raise UserError("the chat template does not render conversations incrementally",
+                            hint="training needs a template whose turns append to each other")
+        spans.append((len(prefix), len(through)))
+
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    mask = []
+    for start, end in enc["offset_mapping"]:
+        mask.append(end > start and any(s <= start and end <= e for s, e in spans))
+    return Sample(ids, mask)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with Path(path).open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise UserError(f"{path}:{n}: not a JSON line ({exc})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
+                raise UserError(f"{path}:{n}: expected an object with a 'messages' list")
+            rows.append(row)
+    return rows
+
+
+@dataclass
+class Prepared:
+    samples: list[Sample]
+    total: int
+    dropped_too_long: int = 0
+    dropped_no_target: int = 0
+    longest_dropped: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(s) for s in self.samples)
+
+    @property
+    def target_tokens(self) -> int:
+        return sum(s.n_targets for s in self.samples)
+
+    def summary(self) -> dict[str, int]:
+        return {"rows": self.total, "kept": len(self.samples), "dropped_too_long": self.dropped_too_long,
+                "dropped_no_assistant": self.dropped_no_target, "longest_dropped": self.longest_dropped,
+                "tokens": self.tokens, "target_tokens": self.target_tokens}
+
+
+def prepare(rows: Iterable[dict[str, Any]], tokenizer: Any, max_seq_len: int) -> Prepared:
+    """Render every row; drop (and count) the ones over ``max_seq_len`` or without an assistant turn."""
+    out = Prepared([], 0)
+    for row in rows:
+        out.total += 1
+        sample = render(tokenizer, row["messages"])
+        if len(sample) > max_seq_len:
+            out.dropped_too_long += 1
+            out.longest_dropped = max(out.longest_dropped, len(sample))
+        elif sample.n_targets == 0:
+            out.dropped_no_target += 1
+        else:
+            out.samples.append(sample)
+    return out
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def steps_per_epoch(n_samples: int, effective_batch_size: int) -> int:
+    return math.ceil(n_samples / effective_batch_size)
+
+
+def epoch_order(n_samples: int, seed: int, epoch: int) -> list[int]:
+    """The sample order of one epoch: a shuffle that depends only on (seed, epoch)."""
+    order = list(range(n_samples))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+def step_plan(n_samples: int, effective_batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Sample indices of each optimizer step of an epoch (the last step may be smaller)."""
+    order = epoch_order(n_samples, seed, epoch)
+    return [order[i: i + effective_batch_size] for i in range(0, n_samples, effective_batch_size)]
+
+
+def shard(indices: Sequence[int], samples: Sequence[Sample], rank: int, world: int) -> list[int]:
+    """This rank's share of one step's samples, balanced by tokens (longest first, to the lightest rank)."""
+    if world == 1:
+        return list(indices)
+    loads = [0] * world
+    owner: dict[int, int] = {}
+    for i in sorted(indices, key=lambda i: (-len(samples[i]), i)):
+        r = min(range(world), key=lambda k: (loads[k], k))
+        owner[i] = r
+        loads[r] += len(samples[i])
+    return [i for i in indices if owner[i] == rank]
+
+
+@dataclass
+class MicroBatch:
+    input_ids: list[int] = field(default_factory=list)
+    position_ids: list[int] = field(default_factory=list)
+    targets: list[int] = field(default_factory=list)
+    n_samples: int = 0
+
+    @property
+    def n_targets(self) -> int:
+        return sum(t != IGNORE for t in self.targets)
+
+    def add(self, s: Sample) -> None:
+        self.input_ids += s.ids
+        self.position_ids += range(len(s))
+        self.targets += [s.ids[t + 1] if s.mask[t + 1] else IGNORE for t in range(len(s) - 1)] + [IGNORE]
+        self.n_samples += 1
+
+    def tensors(self, device: Any = "cpu") -> tuple[Any, Any, Any]:
+        import torch
+
+        def t(x: list[int]) -> Any:
+            return torch.tensor([x], dtype=torch.long, device=device)
+
+        return t(self.input_ids), t(self.position_ids), t(self.targets)
+
+
+def pack(samples: Sequence[Sample], token_budget: int) -> list[MicroBatch]:
+    """Padding-free micro-batches of at most ``token_budget`` tokens (a longer sample goes alone).
+
+    First-fit decreasing: few micro-batches, each filled close to the budget.
+    The gradient does not depend on how samples are grouped (the loss is a
+    sum over target tokens divided by the step's total), only speed does.
+    """
+    bins: list[MicroBatch] = []
+    for s in sorted(samples, key=len, reverse=True):
+        for b in bins:
+            if len(b.input_ids) + len(s) <= token_budget:
+                b.add(s)
+                break
+        else:
+            b = MicroBatch()
+            b.add(s)
+            bins.append(b)
+    return bins
+
+
+def padding_waste(lengths: Sequence[int], micro_batch_size: int, *, sort: bool = False) -> float:
+    """Share of a padded batch's positions that would be padding (for reports and the benchmark)."""
+    seq = sorted(lengths) if sort else list(lengths)
+    real = padded = 0
+    for i in range(0, len(seq), micro_batch_size):
+        chunk = seq[i: i + micro_batch_size]
+        real += sum(chunk)
+        padded += max(chunk) * len(chunk)
+    return 0.0 if not padded else 1 - real / padded
+
+
+# --------------------------------------------------------------------------- finding data
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class DataFiles:
+    """The files of one generated dataset (or a single file) that training reads."""
+
+    root: Path
+    train_all: Path | None = None
+    train_knowledge: Path | None = None
+    train_skills: Path | None = None
+    test: dict[str, Path] = field(default_factory=dict)
+    """``all``/``knowledge``/``skills`` -> held-out file."""
+
+    def files(self) -> list[Path]:
+        found = [self.train_all, self.train_knowledge, self.train_skills, *self.test.values()]
+        return [p for p in found if p is not None]
+
+    def manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"root": str(self.root), "files": {}}
+        for p in self.files():
+            with p.open("rb") as f:
+                lines = sum(1 for line in f if line.strip())
+            out["files"][p.name] = {"path": str(p), "sha256": sha256_file(p), "rows": lines}
+        upstream = self.root / "manifest.json" if self.root.is_dir() else None
+        if upstream and upstream.is_file():
+            out["generation_manifest_sha256"] = sha256_file(upstream)
+        return out
+
+
+def find_data(path: str | Path | None, datasets_dir: Path) -> DataFiles:
+    """Resolve ``--data-path``: a JSONL file, a dataset folder, or (none) the newest generated dataset."""
+    if path:
+        p = Path(path).expanduser()
+        if p.is_file():
+            return DataFiles(p.parent, train_all=p)
+        if not p.is_dir():
+            raise UserError(f"no such file or folder: {p}")
+        folder = p
+    else:
+        candidates = sorted((d for d in datasets_dir.glob("*") if d.is_dir() and any(d.glob("train_*.jsonl"))),
+                            key=lambda d: (d.stat().st_mtime, d.name))
+        if not candidates:
+            raise UserError(f"no generated dataset in {datasets_dir}",
+                            hint="run 'unfork data generate', or pass --data-path FILE.jsonl")
+        folder = candidates[-1]
+
+    def opt(name: str) -> Path | None:
+        f = folder / name
+        return f if f.is_file() and f.stat().st_size > 0 else None
+
+    files = DataFiles(folder, opt("train_all.jsonl"), opt("train_knowledge.jsonl"), opt("train_skills.jsonl"))
+    for kind in ("all", "knowledge", "skills"):
+        f = opt(f"test_{kind}.jsonl")
+        if f:
+            files.test[kind] = f
+    if not (files.train_all or files.train_knowledge or files.train_skills):
+        raise UserError(f"{folder} holds no train_*.jsonl file with data",
+                        hint="point --data-path at a dataset folder or a JSONL file")
+    return files

@@ -1,0 +1,409 @@
+"""The fine-tuning recipe: LoRA or full, one or two LAB phases, resumable, data-parallel.
+
+Read :func:`train` top to bottom: set-up, data, model, then for each phase the
+loop (packed micro-batches, gradient accumulation to the effective batch,
+clipping, checkpoints, held-out loss each epoch keeping the best), then the
+self-describing output folder::
+
+    <run>/training.json        resolved settings, data summary, phase results
+    <run>/data_manifest.json   the input files with SHA-256 and row counts
+    <run>/metrics.jsonl        one row per optimizer step and per evaluation
+    <run>/checkpoints/         resumable state (rerun the same command to continue)
+    <run>/phases/<name>/best.safetensors   best trained tensors of each phase
+    <run>/adapter/             LoRA adapter in peft's layout (LoRA runs)
+    <run>/final/               merged Hugging Face model, tokenizer, chat template, model.json
+
+The loss is the sum of cross-entropies over assistant tokens divided by the
+number of assistant tokens in the whole optimizer step (all micro-batches, all
+processes), so the gradient is the same however the step is split. Only the
+rows of the output head that have a target are computed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unfork.config import TrainConfig
+from unfork.errors import UserError
+from unfork.train import checkpoint, distributed
+from unfork.train.data import (
+    IGNORE,
+    DataFiles,
+    Prepared,
+    find_data,
+    pack,
+    prepare,
+    read_jsonl,
+    shard,
+    step_plan,
+)
+from unfork.train.lora import apply_lora, merge_lora, save_adapter
+from unfork.train.report import Reporter
+
+EvalHook = Callable[[nn.Module, Any, str, int], float]
+"""``hook(model, tokenizer, phase_name, epoch) -> score``, lower is better; replaces held-out loss."""
+
+
+class CausalLMLoss(nn.Module):
+    """Summed cross-entropy over target tokens of a packed row; the output head sees only those rows."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.base_model(input_ids=input_ids, position_ids=position_ids,
+                                       use_cache=False).last_hidden_state
+        keep = targets != IGNORE
+        logits = self.model.get_output_embeddings()(hidden[keep])
+        return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+
+
+# --------------------------------------------------------------------------- choices made once
+
+
+def pick_device(choice: str, dist: distributed.Dist) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for, but torch sees no CUDA device")
+        return torch.device("cuda", dist.local_rank)
+    return torch.device("cpu")
+
+
+def cpu_has_bf16() -> bool:
+    """AVX-512 BF16 or AMX: the CPU computes in bf16 natively (otherwise bf16 is emulated and slower)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on GPUs that support it and on CPUs with native bf16, else fp32 (measured faster)."""
+    if choice == "bf16":
+        return torch.bfloat16
+    if choice == "fp32":
+        return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+@dataclass
+class Phase:
+    name: str
+    train_rows: list[dict[str, Any]]
+    test_rows: list[dict[str, Any]]
+
+
+def plan_phases(files: DataFiles, strategy: str, replay_fraction: float, seed: int) -> list[Phase]:
+    """LAB: knowledge, then skills plus a replayed share of knowledge; or skills only; or one file."""
+    def rows(p: Path | None) -> list[dict[str, Any]]:
+        return read_jsonl(p) if p else []
+
+    test_all = rows(files.test.get("all"))
+    knowledge, skills = rows(files.train_knowledge), rows(files.train_skills)
+    if not knowledge and not skills:
+        return [Phase("train", rows(files.train_all), test_all)]
+    if strategy == "skills-only":
+        if not skills:
+            raise UserError(f"{files.root} has no skills data (train_skills.jsonl)",
+                            hint="use --strategy lab-multiphase")
+        return [Phase("skills", skills, rows(files.test.get("skills")) or test_all)]
+    phases = []
+    if knowledge:
+        phases.append(Phase("knowledge", knowledge, rows(files.test.get("knowledge")) or test_all))
+    if skills:
+        replay = random.Random(seed).sample(knowledge, round(len(knowledge) * replay_fraction))
+        phases.append(Phase("skills", skills + replay, rows(files.test.get("skills")) or test_all))
+    return phases
+
+
+def run_key(settings: dict[str, Any]) -> str:
+    """What makes two runs the same run (a rerun resumes it): everything but where it runs."""
+    same = {k: v for k, v in settings.items() if k not in ("device", "keep_checkpoints", "report_to")}
+    return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()
+
+
+def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def held_out_loss(loss_fn: nn.Module, data: Prepared, budget: int, device: torch.device,
+                  dist: distributed.Dist, autocast: Any) -> float | None:
+    """Mean loss per assistant token over ``data`` (split across processes)."""
+    if not data.samples:
+        return None
+    mine = shard(list(range(len(data.samples))), data.samples, dist.rank, dist.world)
+    total = 0.0
+    was_training = loss_fn.training
+    loss_fn.eval()
+    for mb in pack([data.samples[i] for i in mine], budget):
+        with autocast():
+            total += float(loss_fn(*mb.tensors(device)))
+    loss_fn.train(was_training)
+    return distributed.all_sum(dist, total, device) / data.target_tokens
+
+
+# --------------------------------------------------------------------------- the recipe
+
+
+def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, output_dir: Path | None = None,
+          fresh: bool = False, eval_hook: EvalHook | None = None) -> Path:
+    """Fine-tune ``model`` on the data at ``data_path`` (default: the newest dataset); return the run folder."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from unfork.models import ensure_hf
+
+    transformers.utils.logging.disable_progress_bar()
+    from unfork.paths import get_paths
+
+    # 1. Where and how: processes, device, precision, seeds.
+    dist = distributed.setup("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+                             else "cpu")
+    device = pick_device(cfg.device, dist)
+    dtype = pick_dtype(cfg.dtype, device)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    # 2. Data: files, phases, rendering with the model's chat template (drop, never truncate).
+    files = find_data(data_path, get_paths().datasets_dir)
+    base = ensure_hf(model) if dist.main else None
+    distributed.barrier(dist)
+    base = base or ensure_hf(model)
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    if not tokenizer.chat_template:
+        raise UserError(f"{base.path} has no chat template", hint="training renders samples with it")
+    phases = plan_phases(files, cfg.strategy, cfg.replay_fraction, cfg.seed)
+    prepared = [(p, prepare(p.train_rows, tokenizer, cfg.max_seq_len), prepare(p.test_rows, tokenizer, cfg.max_seq_len))
+                for p in phases]
+    for p, tr, _ in prepared:
+        if not tr.samples:
+            raise UserError(f"phase '{p.name}': no sample fits in --max-seq-len {cfg.max_seq_len} "
+                            f"({tr.dropped_too_long} too long, longest {tr.longest_dropped} tokens)")
+    budget = cfg.micro_batch_tokens or cfg.max_seq_len * 4
+
+    # 3. The run folder: a rerun of the same settings on the same data resumes it.
+    manifest = files.manifest()
+    settings = {**dataclasses.asdict(cfg), "model": str(base.path), "model_name": base.name,
+                "data": {k: v["sha256"] for k, v in manifest["files"].items()}, "world_size": dist.world}
+    key = run_key(settings)
+    run = Path(output_dir) if output_dir else get_paths().checkpoints_dir / f"{base.name}-{cfg.method}-{key[:8]}"
+    info_path = run / "training.json"
+    if dist.main:
+        if fresh and run.exists():
+            shutil.rmtree(run)
+        if info_path.is_file():
+            old = json.loads(info_path.read_text(encoding="utf-8"))
+            if old.get("key") != key:
+                raise UserError(f"{run} holds a run with other settings or data",
+                                hint="pass --fresh to start over there, or another --output-dir")
+            if (run / "final" / "config.json").is_file():
+                print(f"{run} is already trained (pass --fresh to train again)")
+                distributed.teardown(dist)
+                return run
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "data_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        info = {"key": key, "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                "settings": settings, "dtype": str(dtype).removeprefix("torch."), "device": str(device),
+                "data": {p.name: {"train": tr.summary(), "test": te.summary()} for p, tr, te in prepared},
+                "phases": {}}
+        info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    distributed.barrier(dist)
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    report = Reporter(run, enabled=dist.main, report_to=cfg.report_to, settings=settings)
+    for p, tr, _ in prepared:
+        report.message(f"{p.name}: {len(tr.samples)} samples, {tr.tokens:,} tokens "
+                       f"({tr.target_tokens:,} trained); dropped {tr.dropped_too_long} longer than "
+                       f"{cfg.max_seq_len} tokens, {tr.dropped_no_target} without an answer")
+
+    # 4. The model: full weights in fp32 (bf16 through autocast), or frozen weights in the
+    #    compute dtype with float32 LoRA adapters.
+    lora = cfg.method == "lora"
+    net = AutoModelForCausalLM.from_pretrained(base.path, dtype=dtype if lora else torch.float32)
+    net.to(device)
+    if cfg.gradient_checkpointing:
+        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora:
+        apply_lora(net, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules)
+    net.train()
+    loss_fn = distributed.wrap(CausalLMLoss(net), dist, device, cfg.parallel)
+
+    def autocast():
+        if lora or dtype == torch.float32:
+            return torch.autocast(device.type, enabled=False)
+        return torch.autocast(device.type, dtype=dtype)
+
+    ckpt_dir = run / "checkpoints"
+    resume_from = checkpoint.latest(ckpt_dir)
+    pos = checkpoint.Position()
+    if resume_from is not None:
+        pos = checkpoint.Position(**checkpoint.read_state(resume_from)["position"])
+        report.message(f"Resuming from {resume_from.name} (phase {pos.phase + 1}, epoch {pos.epoch + 1}, "
+                       f"step {pos.step_in_epoch})")
+
+    # 5. The phases.
+    for phase_index, (phase, train_data, test_data) in enumerate(prepared):
+        if phase_index < pos.phase:
+            continue
+        params = [p for p in net.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+        n = len(train_data.samples)
+        per_epoch = math.ceil(n / cfg.effective_batch_size)
+        total_steps = per_epoch * cfg.epochs
+        warmup = cfg.warmup_steps or max(1, round(0.05 * total_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, total_steps))
+        if resume_from is not None and pos.phase == phase_index:
+            pos = checkpoint.load(resume_from, model=net, optimizer=optimizer, scheduler=scheduler)
+        else:
+            pos = checkpoint.Position(phase=phase_index)
+        best_path = run / "phases" / phase.name / "best.safetensors"
+
+        report.start(f"{phase.name} ({phase_index + 1}/{len(prepared)})", total_steps, pos.global_step)
+        while pos.epoch < cfg.epochs:
+            plan = step_plan(n, cfg.effective_batch_size, cfg.seed + phase_index, pos.epoch)
+            while pos.step_in_epoch < len(plan):
+                t0 = time.monotonic()
+                step_samples = plan[pos.step_in_epoch]
+                step_targets = sum(train_data.samples[i].n_targets for i in step_samples)
+                mine = shard(step_samples, train_data.samples, dist.rank, dist.world)
+                batches = pack([train_data.samples[i] for i in mine], budget)
+                loss_sum = tokens = 0.0
+                if not batches:  # more processes than samples in this step: join the gradient sync with zero
+                    batches, scale_zero = pack([train_data.samples[step_samples[0]]], budget), True
+                else:
+                    scale_zero = False
+                for k, mb in enumerate(batches):
+                    sync = k == len(batches) - 1
+                    ctx = loss_fn.no_sync() if dist.active and not sync and hasattr(loss_fn, "no_sync") else _null()
+                    with ctx, autocast():
+                        out = loss_fn(*mb.tensors(device))
+                        # DDP averages gradients over processes; the step's loss is a global sum / global count.
+                        scaled = out * (0.0 if scale_zero else dist.world / step_targets)
+                    scaled.backward()
+                    if not scale_zero:
+                        loss_sum += float(out.detach())
+                        tokens += len(mb.input_ids)
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                pos.step_in_epoch += 1
+                pos.global_step += 1
+
+                step_loss = distributed.all_sum(dist, loss_sum, device) / step_targets
+                tokens = distributed.all_sum(dist, tokens, device)
+                tps = tokens / (time.monotonic() - t0)
+                report.advance(step_loss, tps)
+                report.log({"phase": phase.name, "epoch": pos.epoch, "global_step": pos.global_step,
+                            "loss": round(step_loss, 6), "lr": scheduler.get_last_lr()[0],
+                            "tokens": int(tokens), "tokens_per_s": round(tps, 1)})
+                if cfg.save_steps and pos.global_step % cfg.save_steps == 0 and pos.step_in_epoch < len(plan):
+                    _checkpoint(ckpt_dir, net, optimizer, scheduler, pos, settings, cfg.keep_checkpoints, dist)
+
+            # End of an epoch: held-out loss (or the evaluation hook), keep the best, checkpoint.
+            pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+            score = held_out_loss(loss_fn, test_data, budget, device, dist, autocast)
+            if eval_hook is not None:
+                score = eval_hook(net, tokenizer, phase.name, pos.epoch)
+            report.log({"phase": phase.name, "epoch": pos.epoch, "global_step": pos.global_step,
+                        "eval_loss": score})
+            report.message(f"{phase.name} epoch {pos.epoch}: held-out "
+                           + (f"loss {score:.4f}" if score is not None else "loss n/a (no test split)"))
+            if pos.best_eval_loss is None or score is None or score < pos.best_eval_loss:
+                pos.best_eval_loss, pos.best_epoch = score, pos.epoch
+                if dist.main:
+                    _save_tensors(checkpoint.trainable_state(net), best_path)
+            _checkpoint(ckpt_dir, net, optimizer, scheduler, pos, settings, cfg.keep_checkpoints, dist)
+        report.stop()
+
+        # End of the phase: continue from its best epoch.
+        from safetensors.torch import load_file
+
+        checkpoint.load_trainable_state(net, load_file(str(best_path)))
+        info["phases"][phase.name] = {"best_epoch": pos.best_epoch, "best_eval_loss": pos.best_eval_loss,
+                                      "steps": pos.global_step}
+        resume_from = None
+        pos = checkpoint.Position(phase=phase_index + 1)
+
+    # 6. The output folder: adapter, merged model, tokenizer and chat template, manifest.
+    if dist.main:
+        if lora:
+            save_adapter(net, run / "adapter", base_model=str(base.path), rank=cfg.lora_rank,
+                         alpha=cfg.lora_alpha, targets=cfg.lora_target_modules)
+            merge_lora(net)
+        if cfg.gradient_checkpointing:
+            net.gradient_checkpointing_disable()
+        final = run / "final"
+        tmp = run / ".final.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        net.to("cpu").save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if tokenizer.chat_template and not (tmp / "chat_template.jinja").is_file():
+            (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
+        from unfork.models.store import folder_size, now, write_manifest
+
+        write_manifest(tmp, {"name": run.name, "format": "hf", "file": None, "source": f"trained from {base.name}",
+                             "base_model": str(base.path), "sha256": None, "size": folder_size(tmp),
+                             "date": now(), "role": "trained", "method": cfg.method, "run": str(run)})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        info["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        report.message(f"Trained model: {final}")
+    report.close()
+    distributed.teardown(dist)
+    return run
+
+
+def _checkpoint(root: Path, net: nn.Module, optimizer: Any, scheduler: Any, pos: checkpoint.Position,
+                settings: dict[str, Any], keep: int, dist: distributed.Dist) -> None:
+    if dist.main:
+        checkpoint.save(root / f"p{pos.phase}-s{pos.global_step:06d}", model=net, optimizer=optimizer,
+                        scheduler=scheduler, position=pos, settings=settings, keep=keep)
+    distributed.barrier(dist)
+
+
+def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,138 @@
+"""Rendering with the chat template, the loss mask, length filtering, packing and the step plan."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.train.conftest import chat, tiny_model
+from unfork.train.data import (
+    IGNORE,
+    MicroBatch,
+    find_data,
+    pack,
+    padding_waste,
+    prepare,
+    render,
+    shard,
+    step_plan,
+)
+
+
+def targets_text(tokenizer, sample) -> str:
+    return tokenizer.decode([i for i, m in zip(sample.ids, sample.mask, strict=True) if m])
+
+
+def test_mask_covers_exactly_the_assistant_turns(tokenizer):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
+            {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "And?"},
+            {"role": "assistant", "content": "Bye."}]
+    s = render(tokenizer, msgs)
+    assert tokenizer.decode(s.ids) == tokenizer.apply_chat_template(msgs, tokenize=False)
+    assert targets_text(tokenizer, s) == "Hello.<|im_end|>\nBye.<|im_end|>\n"
+    # Nothing from the system or user turns, nor the assistant header, is a target.
+    first = s.mask.index(True)
+    assert tokenizer.decode(s.ids[:first]).endswith("<|im_start|>assistant\n")
+
+
+def test_mask_with_the_real_smollm2_template():
+    from tests.conftest import REAL_MODELS_DIR
+
+    folder = REAL_MODELS_DIR / "smollm2-135m-instruct-hf"
+    if not (folder / "tokenizer.json").is_file():
+        pytest.skip("SmolLM2 Hugging Face folder not converted")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    s = render(tok, chat("What is teal?", "A colour.")["messages"])
+    assert targets_text(tok, s) == "A colour.<|im_end|>\n"
+    # SmolLM2's template adds its default system prompt: rendered, never trained on.
+    assert "SmolLM" in tok.decode(s.ids)
+
+
+def test_long_samples_are_dropped_and_counted_not_truncated(tokenizer):
+    rows = [chat("q", "short"), chat("q", "x" * 500), chat("q", "y" * 50)]
+    lengths = [len(render(tokenizer, r["messages"])) for r in rows]
+    prep = prepare(rows, tokenizer, max_seq_len=lengths[2])
+    assert [len(s) for s in prep.samples] == [lengths[0], lengths[2]]
+    assert prep.dropped_too_long == 1 and prep.longest_dropped == lengths[1]
+    assert prep.summary()["kept"] == 2 and prep.summary()["rows"] == 3
+
+
+def test_rows_without_an_answer_are_dropped(tokenizer):
+    prep = prepare([{"messages": [{"role": "user", "content": "only a question"}]}], tokenizer, 100)
+    assert prep.samples == [] and prep.dropped_no_target == 1
+
+
+def test_packing_targets_never_cross_samples(tokenizer):
+    a, b = render(tokenizer, chat("a", "A")["messages"]), render(tokenizer, chat("b", "B")["messages"])
+    mb = MicroBatch()
+    mb.add(a)
+    mb.add(b)
+    assert mb.position_ids == list(range(len(a))) + list(range(len(b)))
+    assert mb.targets[len(a) - 1] == IGNORE  # a's last token does not predict b's first
+    expected = [x for s in (a, b) for x in
+                [s.ids[t + 1] if s.mask[t + 1] else IGNORE for t in range(len(s) - 1)] + [IGNORE]]
+    assert mb.targets == expected
+    assert mb.n_targets == a.n_targets + b.n_targets
+
+
+def test_packed_row_gives_the_same_logits_as_separate_samples(tokenizer):
+    """position_ids restarting at 0 (and no cache) make transformers use a block-diagonal causal mask."""
+    model = tiny_model(len(tokenizer))
+    samples = [render(tokenizer, chat(q, a)["messages"]) for q, a in [("one", "1"), ("two?", "2!"), ("3", "three")]]
+    (mb,) = pack(samples, token_budget=10_000)
+    ids, pos, _ = mb.tensors()
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0]
+        offset = 0
+        for s in sorted(samples, key=len, reverse=True):
+            alone = model(input_ids=torch.tensor([s.ids])).logits[0]
+            torch.testing.assert_close(packed[offset: offset + len(s)], alone, atol=1e-5, rtol=1e-4)
+            offset += len(s)
+
+
+def test_pack_respects_the_budget_and_keeps_every_sample(tokenizer):
+    samples = [render(tokenizer, chat("q" * n, "a" * n)["messages"]) for n in (1, 5, 9, 30, 2, 60)]
+    budget = max(len(s) for s in samples)
+    batches = pack(samples, budget)
+    assert all(len(b.input_ids) <= budget for b in batches)
+    assert sum(b.n_samples for b in batches) == len(samples)
+    assert sum(len(b.input_ids) for b in batches) == sum(len(s) for s in samples)  # no padding at all
+
+
+def test_step_plan_is_a_seeded_permutation():
+    plan = step_plan(10, 4, seed=1, epoch=0)
+    assert [len(s) for s in plan] == [4, 4, 2]
+    assert sorted(i for s in plan for i in s) == list(range(10))
+    assert plan == step_plan(10, 4, seed=1, epoch=0)
+    assert plan != step_plan(10, 4, seed=1, epoch=1)
+
+
+def test_shard_splits_a_step_between_ranks(tokenizer):
+    samples = [render(tokenizer, chat("q", "a" * n)["messages"]) for n in (1, 20, 3, 40, 5)]
+    parts = [shard([0, 1, 2, 3, 4], samples, r, 2) for r in range(2)]
+    assert sorted(parts[0] + parts[1]) == [0, 1, 2, 3, 4] and not set(parts[0]) & set(parts[1])
+    loads = [sum(len(samples[i]) for i in p) for p in parts]
+    assert abs(loads[0] - loads[1]) <= max(len(s) for s in samples)
+
+
+def test_padding_waste():
+    assert padding_waste([4, 4, 4, 4], 2) == 0.0
+    assert padding_waste([1, 3], 2) == pytest.approx(1 - 4 / 6)
+    assert padding_waste([1, 9, 1, 9], 2, sort=True) == 0.0
+
+
+def test_find_data_picks_the_newest_dataset(small_dataset, tmp_path):
+    files = find_data(None, small_dataset.parent)
+    assert files.root == small_dataset
+    assert files.train_knowledge and files.train_skills and set(files.test) == {"knowledge", "skills"}
+    manifest = files.manifest()
+    assert manifest["files"]["train_skills.jsonl"]["rows"] == 4
+    assert len(manifest["files"]["train_all.jsonl"]["sha256"]) == 64
+    single = find_data(small_dataset / "train_all.jsonl", tmp_path)
+    assert single.train_all and not single.train_knowledge
+    from unfork.errors import UserError
+
+    with pytest.raises(UserError, match="no generated dataset"):
+        find_data(None, tmp_path / "nothing")
