@@ -1,0 +1,92 @@
+"""``unfork data generate`` and ``unfork data list``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from unfork.cli.options import collect, config_options
+
+
+@click.command()
+@click.option("--taxonomy-path", type=click.Path(file_okay=False), default=None,
+              help="Taxonomy root. Default: taxonomy.path from the config.")
+@click.option("--taxonomy-base", default=None,
+              help="Git ref to find changed leaves against; 'empty' for every leaf. Default: taxonomy.base.")
+@config_options("generate", "pipeline", "num_samples", "max_concurrency", "seed")
+@click.option("--endpoint-url", "endpoint_url", multiple=True,
+              help="OpenAI-compatible teacher endpoint (repeat to spread requests over several servers). "
+                   "Default: start the configured teacher locally.")
+@click.option("--model", default=None, help="Model name to send to the endpoint. Default: the server's first model; "
+              "without --endpoint-url: the teacher to serve (default models.teacher).")
+@click.option("--api-key", default=None, envvar="UNFORK_TEACHER_API_KEY", help="API key for the endpoints.")
+@click.option("--output-dir", type=click.Path(file_okay=False), default=None,
+              help="Dataset folder. Default: <data dir>/datasets/<timestamp>.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def generate(taxonomy_path: str | None, taxonomy_base: str | None, endpoint_url: tuple[str, ...], model: str | None,
+             api_key: str | None, output_dir: str | None, quiet: bool, **flags) -> None:
+    """Generate synthetic training data from the new or changed taxonomy leaves.
+
+    Each leaf's seed examples go through the pipeline's steps (generate,
+    judge, filter, remove near-duplicates) with a teacher model. Work is
+    journaled as it completes: run the same command again after an
+    interruption and it resumes; leaves that did not change are reused.
+    """
+    from rich.console import Console
+
+    from unfork.config import load_config
+    from unfork.sdg.run import GenerateRequest, generate_dataset
+
+    overrides = collect("generate", flags)
+    if endpoint_url:
+        overrides["generate.endpoint_urls"] = list(endpoint_url)
+    cfg = load_config(overrides=overrides)
+    g = cfg.generate
+    console = Console(stderr=True)
+    req = GenerateRequest(
+        taxonomy=Path(taxonomy_path) if taxonomy_path else cfg.taxonomy_path(),
+        base=taxonomy_base or cfg.taxonomy.base, pipeline=g.pipeline, num_samples=g.num_samples,
+        max_concurrency=g.max_concurrency, endpoint_urls=list(g.endpoint_urls),
+        model=model if g.endpoint_urls else None, api_key=api_key,
+        teacher_model=cfg.models.teacher if g.endpoint_urls or not model else model,
+        output_dir=Path(output_dir) if output_dir else None, seed=g.seed)
+    if g.num_samples < 1 or g.max_concurrency < 1:
+        raise click.UsageError("--num-samples and --max-concurrency must be at least 1")
+    out, manifest = generate_dataset(req, console=console, show_progress=not quiet,
+                                     echo=lambda msg: console.print(msg, highlight=False))
+    files = manifest["files"]
+    console.print(f"Dataset: {out}\n  train: {files['train_all.jsonl']} samples "
+                  f"({files['train_knowledge.jsonl']} knowledge, {files['train_skills.jsonl']} skills), "
+                  f"test: {files['test_all.jsonl']}", highlight=False)
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per dataset.")
+def list_datasets(as_json: bool) -> None:
+    """List generated datasets with their counts, newest first."""
+    import json
+
+    from unfork.paths import get_paths
+    from unfork.sdg.output import list_datasets as find
+
+    rows = find(get_paths().datasets_dir)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+        return
+    if not rows:
+        click.echo(f"No datasets in {get_paths().datasets_dir}; create one with 'unfork data generate'.")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("dataset", no_wrap=True)
+    for col in ("pipeline", "teacher", "leaves", "train", "knowledge", "skills", "test"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], str(r["pipeline"]), str(r["teacher"]), str(r["leaves"]), str(r["train"]),
+                      str(r["knowledge"]), str(r["skills"]), str(r["test"]))
+    Console().print(table)
+    click.echo(f"in {get_paths().datasets_dir}")

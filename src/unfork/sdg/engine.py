@@ -1,0 +1,304 @@
+"""Running a pipeline over taxonomy leaves: concurrent, journaled, resumable.
+
+Work is cut into *units*: unit ``n`` of a leaf starts from one empty row and
+goes through the flow's steps (each unit has its own seed, so a rerun asks the
+teacher exactly the same things). Units of all leaves run at the same time,
+as many as keep ``concurrency`` requests in flight; each finished unit is
+journaled at once (:mod:`unfork.sdg.journal`), every teacher reply is logged
+as it arrives, and a leaf stops starting units once it has its target of
+accepted samples or has used its budget of units.
+
+A rerun with the same leaf, pipeline and teacher finds the leaf's folder in
+the cache (its key hashes all three), skips finished units, replays logged
+replies for unfinished ones and starts only what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import json
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unfork.sdg.journal import Journal, RequestLog
+from unfork.sdg.leaves import Leaf
+from unfork.sdg.pipeline import Pipeline
+from unfork.sdg.steps import DedupStep, Reply, Step, Unit, estimate_tokens, reject
+
+FATAL = ("EndpointUnreachableError", "AuthenticationError", "NotFoundError")
+
+
+class Teacher:
+    """The one interface the engine needs: ``chat`` and token counting over an OpenAI-compatible client."""
+
+    def __init__(self, client: Any, model: str, context_window: int | None = None):
+        self.client = client
+        self.model = model
+        self.context_window = context_window
+        self._can_tokenize: bool | None = None
+        self.busy: list[tuple[float, float, int]] = []  # (start, end, completion tokens) of each request
+
+    async def setup(self) -> None:
+        if self.context_window is None:
+            self.context_window = await self.client.context_window(self.model)
+
+    async def count_tokens(self, text: str) -> int | None:
+        """Exact count from llama.cpp's ``/tokenize`` when the server has it, else None."""
+        if self._can_tokenize is False:
+            return None
+        first = getattr(self.client, "clients", [self.client])[0]
+        root = first.base_url.rsplit("/v1", 1)[0]
+        try:
+            data = await first._attempt_json("POST", root + "/tokenize", {"content": text}, timeout=30)
+        except Exception:  # noqa: BLE001 - any failure means "no tokenizer here"
+            self._can_tokenize = False
+            return None
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, list):
+            self._can_tokenize = False
+            return None
+        self._can_tokenize = True
+        return len(tokens)
+
+    async def chat(self, messages: list[dict[str, str]], **kwargs: Any) -> Any:
+        start = time.monotonic()
+        result = await self.client.chat(messages, model=self.model, **kwargs)
+        self.busy.append((start, time.monotonic(), result.usage.completion_tokens))
+        return result
+
+
+@dataclass
+class LeafResult:
+    leaf: Leaf
+    key: str
+    folder: Path
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    units: int = 0
+    reused: bool = False  # nothing had to be generated
+    error: str | None = None
+    requests: int = 0
+    replayed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the knowledge chunks
+
+    def reasons(self) -> Counter:
+        return Counter(r.get("reason", "?") for r in self.rejected)
+
+
+def request_key(messages: list[dict[str, str]], params: dict[str, Any], model: str) -> str:
+    blob = json.dumps([messages, params, model], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def unit_seed(seed: int, leaf: Leaf, unit: int) -> int:
+    return int(hashlib.sha256(f"{seed}:{leaf.content_hash}:{unit}".encode()).hexdigest()[:8], 16)
+
+
+class LeafRun:
+    """One leaf's steps, journal, request log and counters."""
+
+    def __init__(self, leaf: Leaf, pipeline: Pipeline, teacher: Teacher, folder: Path, *, target: int,
+                 seed: int, key: str):
+        self.leaf, self.teacher, self.folder, self.seed = leaf, teacher, folder, seed
+        self.flow = pipeline.flows[leaf.flow]
+        self.steps: list[Step] = pipeline.build_steps(leaf.flow)
+        self.journal = Journal(folder / "journal.jsonl")
+        self.log = RequestLog(folder / "requests.jsonl")
+        self.result = LeafResult(leaf, key, folder)
+        self.target = target
+        self.max_units = max(2, math.ceil(target / max(0.1, self.flow.samples_per_unit) * self.flow.max_units_factor))
+        self.in_flight = 0
+
+    @property
+    def accepted(self) -> int:
+        return len(self.result.accepted)
+
+    def load(self) -> None:
+        self.result.accepted = self.journal.samples("accepted")
+        self.result.rejected = self.journal.samples("rejected")
+        self.result.units = len(self.journal.units)
+
+    def pending_units(self) -> list[int]:
+        return [u for u in range(self.max_units) if u not in self.journal.units]
+
+    def wants_more(self) -> bool:
+        expected = self.in_flight * self.flow.samples_per_unit * 0.5
+        return self.accepted + expected < self.target
+
+    def prepare(self, columns: dict[str, Any]) -> None:
+        for step in self.steps:
+            step.prepare(columns, self.teacher.context_window)
+            if isinstance(step, DedupStep):
+                step.prime([s["row"] for s in self.result.accepted])
+            chunks = getattr(step, "chunks", None)
+            if chunks is not None:
+                self.result.extra["chunks"] = [c.text for c in chunks]
+
+    async def ask(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int) -> Reply:
+        params = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        key = request_key(messages, params, self.teacher.model)
+        logged = self.log.get(key)
+        if logged is not None:
+            self.result.replayed += 1
+            return Reply(logged.get("text", ""), logged.get("finish_reason"), key)
+        too_long = await self._too_long(messages, max_tokens)
+        if too_long:
+            return Reply(key=key, error=too_long)
+        from unfork.client import ClientError, ContextOverflowError
+
+        self.result.requests += 1
+        try:
+            res = await self.teacher.chat(messages, **params)
+        except ContextOverflowError as exc:
+            return Reply(key=key, error=f"prompt too long for the teacher: {exc.message}")
+        except ClientError as exc:
+            if type(exc).__name__ in FATAL:
+                raise
+            return Reply(key=key, error=f"teacher error: {exc.message}")
+        self.log.put(key, {"text": res.text, "finish_reason": res.finish_reason,
+                           "usage": {"prompt": res.usage.prompt_tokens, "completion": res.usage.completion_tokens}})
+        return Reply(res.text, res.finish_reason, key)
+
+    async def _too_long(self, messages: list[dict[str, str]], max_tokens: int) -> str | None:
+        window = self.teacher.context_window
+        if not window:
+            return None
+        text = "\n".join(m["content"] for m in messages)
+        overhead = 8 * len(messages) + 16
+        budget = window - max_tokens
+        if estimate_tokens(text) + overhead <= 0.8 * budget:
+            return None  # clearly fits: no need to ask the server
+        exact = await self.teacher.count_tokens(text)
+        count = (exact if exact is not None else estimate_tokens(text)) + overhead
+        if count > budget:
+            how = "" if exact is not None else " (estimated)"
+            return f"prompt too long: {count} tokens{how} + {max_tokens} to generate > context window {window}"
+        return None
+
+    async def run_unit(self, u: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        seed = unit_seed(self.seed, self.leaf, u)
+        unit = Unit(u, random.Random(seed), self.leaf.columns, self.ask, seed % (2**31))
+        rows: list[dict[str, Any]] = [{}]
+        rejected: list[dict[str, Any]] = []
+        for step in self.steps:
+            if not rows:
+                break
+            try:
+                rows, bad = await step.run(rows, unit)
+            except Exception as exc:  # noqa: BLE001 - a broken step must not lose the unit's other rows
+                if type(exc).__name__ in FATAL:
+                    raise
+                bad = [reject(step.spec.name, f"step failed: {type(exc).__name__}: {exc}", r) for r in rows]
+                rows = []
+            rejected += bad
+        accepted = [{"status": "accepted", "row": r} for r in rows]
+        return accepted, rejected
+
+    def finish_unit(self, u: int, accepted: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> None:
+        self.journal.append_unit(u, accepted + rejected)
+        self.result.accepted += [{"unit": u, **a} for a in accepted]
+        self.result.rejected += [{"unit": u, **r} for r in rejected]
+        self.result.units += 1
+
+    def close(self) -> None:
+        self.journal.close()
+        self.log.close()
+
+
+Progress = Callable[[LeafResult, int, bool], None]  # (result, target, finished)
+
+
+async def generate(leaves: list[Leaf], pipeline: Pipeline, teacher: Teacher, *, target: int, concurrency: int,
+                   seed: int, cache_root: Path, documents: Callable[[Leaf], list[Any]] | None = None,
+                   progress: Progress | None = None, units_in_flight: int | None = None) -> list[LeafResult]:
+    """Generate up to ``target`` accepted samples per leaf; return each leaf's result.
+
+    ``units_in_flight`` (default ``concurrency + 2``) bounds the units running
+    at once over all leaves; the client bounds the requests.
+    """
+    await teacher.setup()
+    runs = []
+    for leaf in leaves:
+        settings = {"seed": seed, "teacher": teacher.model, "window": teacher.context_window}
+        key = leaf.cache_key(pipeline.hash, settings)
+        run = LeafRun(leaf, pipeline, teacher, cache_root / key, target=target, seed=seed, key=key)
+        (cache_root / key).mkdir(parents=True, exist_ok=True)
+        (cache_root / key / "leaf.json").write_text(json.dumps(
+            {"leaf": leaf.rel, "flow": leaf.flow, "content_hash": leaf.content_hash, "pipeline": pipeline.name,
+             "pipeline_hash": pipeline.hash, **settings}, indent=2) + "\n")
+        run.load()
+        runs.append(run)
+    slots = asyncio.Semaphore(units_in_flight or max(1, concurrency) + 2)
+    try:
+        await asyncio.gather(*(_run_leaf(run, slots, documents, progress) for run in runs))
+    finally:
+        for run in runs:
+            run.close()
+    return [run.result for run in runs]
+
+
+async def _run_leaf(run: LeafRun, slots: asyncio.Semaphore, documents: Callable[[Leaf], list[Any]] | None,
+                    progress: Progress | None) -> None:
+    result = run.result
+    pending = run.pending_units()
+    if not run.wants_more() or not pending:
+        result.reused = True
+        if progress:
+            progress(result, run.target, True)
+        return
+    try:
+        columns = dict(run.leaf.columns)
+        if run.leaf.is_knowledge:
+            if documents is None:
+                raise RuntimeError("no document loader for a knowledge leaf")
+            columns["documents"] = await asyncio.to_thread(documents, run.leaf)
+        run.leaf.columns = columns
+        run.prepare(columns)
+    except Exception as exc:  # noqa: BLE001 - reported per leaf, the other leaves go on
+        result.error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        if progress:
+            progress(result, run.target, True)
+        return
+    if progress:
+        progress(result, run.target, False)
+    tasks: set[asyncio.Task] = set()
+
+    async def one(u: int) -> None:
+        try:
+            accepted, rejected = await run.run_unit(u)
+            run.finish_unit(u, accepted, rejected)
+        finally:
+            run.in_flight -= 1
+            slots.release()
+        if progress:
+            progress(result, run.target, False)
+
+    queue = collections.deque(pending)
+    try:
+        while queue:
+            await slots.acquire()
+            if not run.wants_more():
+                slots.release()
+                if not tasks:
+                    break  # the target is reached
+                await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue  # a unit finished: maybe it fell short and more are needed
+            run.in_flight += 1
+            task = asyncio.create_task(one(queue.popleft()))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+    if progress:
+        progress(result, run.target, True)

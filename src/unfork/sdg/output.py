@@ -1,0 +1,185 @@
+"""The dataset folder: per-leaf files, train/test splits in chat format, the mixing recipe, the manifest.
+
+Layout of ``<datasets dir>/<timestamp>/``::
+
+    leaves/<leaf>/accepted.jsonl   rows as the pipeline produced them (scores, trace keys)
+    leaves/<leaf>/rejected.jsonl   every rejection: step, reason, raw teacher text
+    train_knowledge.jsonl          phase 1 of training: knowledge, plain Q&A and RAFT-style
+    train_skills.jsonl             phase 2: skills
+    train_all.jsonl                both
+    test_knowledge.jsonl, test_skills.jsonl, test_all.jsonl   the seed examples
+    mix_recipe.yaml                what went into each training file, in what proportion
+    manifest.json                  settings, hashes, teacher, pipeline, counts
+
+Every line of the train and test files is ``{"messages": [...], "metadata": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from unfork.sdg.engine import LeafResult
+from unfork.sdg.pipeline import Pipeline
+
+RAFT_INTRO = "Answer the question using the documents below; some of them may be unrelated to it."
+
+
+def user_text(flow: str, row: dict[str, Any]) -> str:
+    if flow == "grounded_skill" and row.get("context"):
+        return f"{row['context'].strip()}\n\n{row['question'].strip()}"
+    return row["question"].strip()
+
+
+def chat_line(system: str, user: str, assistant: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user}, {"role": "assistant", "content": assistant.strip()}]
+    return {"messages": messages, "metadata": metadata}
+
+
+def raft_user(question: str, chunk: str, distractors: list[str], rng: random.Random) -> str:
+    docs = [chunk, *distractors]
+    rng.shuffle(docs)
+    body = "\n\n".join(f"[Document {i}]\n{d.strip()}" for i, d in enumerate(docs, start=1))
+    return f"{RAFT_INTRO}\n\n{body}\n\nQuestion: {question.strip()}"
+
+
+def judge_columns(pipeline: Pipeline, flow: str) -> list[str]:
+    return [s.writes[0] for s in pipeline.flows[flow].steps if s.type == "judge" and s.writes]
+
+
+def train_lines(result: LeafResult, pipeline: Pipeline, teacher: str, other_chunks: list[str],
+                seed: int) -> list[dict[str, Any]]:
+    """A leaf's accepted rows as chat samples (knowledge: plain and RAFT-style)."""
+    flow = result.leaf.flow
+    mix = pipeline.mix
+    system = str(mix.get("system_prompt", ""))
+    scores_cols = judge_columns(pipeline, flow)
+    rng = random.Random(f"{seed}:{result.leaf.content_hash}")
+    chunks = list(dict.fromkeys(result.extra.get("chunks") or
+                                [a["row"].get("chunk", "") for a in result.accepted if a["row"].get("chunk")]))
+    out = []
+    for sample in result.accepted:
+        row = sample["row"]
+        meta = {"leaf": result.leaf.rel, "pipeline": pipeline.name, "teacher": teacher,
+                "scores": {c: row[c] for c in scores_cols if c in row}, "kind": flow}
+        if flow != "knowledge" or mix.get("knowledge_plain", True):
+            out.append(chat_line(system, user_text(flow, row), row["answer"], {**meta, "format": "qa"}))
+        if flow == "knowledge" and mix.get("knowledge_raft", True):
+            pool = [c for c in chunks + other_chunks if c != row["chunk"]]
+            k = min(int(mix.get("raft_distractors", 2)), len(pool))
+            distractors = rng.sample(pool, k)
+            out.append(chat_line(system, raft_user(row["question"], row["chunk"], distractors, rng), row["answer"],
+                                 {**meta, "format": "raft", "distractors": k}))
+    return out
+
+
+def test_lines(result: LeafResult, pipeline: Pipeline) -> list[dict[str, Any]]:
+    flow = result.leaf.flow
+    system = str(pipeline.mix.get("system_prompt", ""))
+    meta = {"leaf": result.leaf.rel, "pipeline": pipeline.name, "teacher": "seed", "scores": {}, "kind": flow}
+    return [chat_line(system, user_text(flow, ex), ex["answer"], {**meta, "format": "seed"})
+            for ex in result.leaf.columns.get("seed_examples") or []]
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def write_dataset(out: Path, results: list[LeafResult], pipeline: Pipeline, *, teacher: str, seed: int,
+                  settings: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """Write every file of the dataset folder; return the manifest."""
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    all_chunks = {r.leaf.rel: list(r.extra.get("chunks") or []) for r in results if r.leaf.is_knowledge}
+    train: dict[str, list[dict[str, Any]]] = {"knowledge": [], "skills": []}
+    test: dict[str, list[dict[str, Any]]] = {"knowledge": [], "skills": []}
+    leaves = []
+    for res in results:
+        res.accepted.sort(key=lambda r: r.get("unit", 0))  # completion order varies; unit order does not
+        res.rejected.sort(key=lambda r: r.get("unit", 0))
+        phase = "knowledge" if res.leaf.is_knowledge else "skills"
+        others = [c for rel, cs in all_chunks.items() if rel != res.leaf.rel for c in cs]
+        lines = train_lines(res, pipeline, teacher, others, seed)
+        folder = out / "leaves" / res.leaf.slug
+        _write_jsonl(folder / "accepted.jsonl", res.accepted)
+        _write_jsonl(folder / "rejected.jsonl", res.rejected)
+        _write_jsonl(folder / "train.jsonl", lines)
+        train[phase] += lines
+        test[phase] += test_lines(res, pipeline)
+        leaves.append({
+            "leaf": res.leaf.rel, "flow": res.leaf.flow, "phase": phase, "content_hash": res.leaf.content_hash,
+            "cache_key": res.key, "reused": res.reused, "error": res.error, "units": res.units,
+            "accepted": len(res.accepted), "rejected": len(res.rejected), "train_samples": len(lines),
+            "test_samples": len(res.leaf.columns.get("seed_examples") or []),
+            "requests": res.requests, "replayed_requests": res.replayed,
+            "rejected_by_reason": dict(res.reasons().most_common()),
+        })
+    files = {}
+    for split, groups in (("train", train), ("test", test)):
+        for phase, rows in groups.items():
+            _write_jsonl(out / f"{split}_{phase}.jsonl", rows)
+            files[f"{split}_{phase}.jsonl"] = len(rows)
+        combined = groups["knowledge"] + groups["skills"]
+        _write_jsonl(out / f"{split}_all.jsonl", combined)
+        files[f"{split}_all.jsonl"] = len(combined)
+    recipe = mix_recipe(train)
+    (out / "mix_recipe.yaml").write_text(
+        "# What went into each training file, and in what proportion (written by unfork data generate).\n"
+        + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    manifest = {
+        "format": "unfork-sdg-1", "pipeline": {"name": pipeline.name, "folder": str(pipeline.folder),
+                                              "hash": pipeline.hash, "mix": pipeline.mix},
+        "teacher": teacher, "seed": seed, "settings": settings, "leaves": leaves, "files": files,
+        "phases": {"1": "train_knowledge.jsonl", "2": "train_skills.jsonl"}, "stats": stats,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
+
+
+def mix_recipe(train: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    def sources(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        counts = Counter((r["metadata"]["leaf"], r["metadata"].get("format", "qa")) for r in rows)
+        total = sum(counts.values()) or 1
+        return [{"leaf": leaf, "format": fmt, "samples": n, "fraction": round(n / total, 4)}
+                for (leaf, fmt), n in sorted(counts.items())]
+
+    all_rows = train["knowledge"] + train["skills"]
+    return {
+        "train_knowledge.jsonl": {"phase": 1, "samples": len(train["knowledge"]), "sources": sources(train["knowledge"])},
+        "train_skills.jsonl": {"phase": 2, "samples": len(train["skills"]), "sources": sources(train["skills"])},
+        "train_all.jsonl": {"samples": len(all_rows), "sources": sources(all_rows)},
+    }
+
+
+def list_datasets(root: Path) -> list[dict[str, Any]]:
+    """Each dataset folder under ``root`` with its manifest's counts, newest first."""
+    out = []
+    if not root.is_dir():
+        return out
+    for folder in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True):
+        path = folder / "manifest.json"
+        if not path.is_file():
+            continue
+        try:
+            m = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+        files = m.get("files", {})
+        out.append({"name": folder.name, "path": str(folder), "pipeline": m.get("pipeline", {}).get("name"),
+                    "teacher": m.get("teacher"), "leaves": len(m.get("leaves", [])),
+                    "train": files.get("train_all.jsonl", 0), "test": files.get("test_all.jsonl", 0),
+                    "knowledge": files.get("train_knowledge.jsonl", 0), "skills": files.get("train_skills.jsonl", 0)})
+    return out

@@ -1,0 +1,318 @@
+"""The step types a pipeline is made of.
+
+Every step declares the columns it ``reads`` and ``writes`` (checked by
+:mod:`unfork.sdg.pipeline` before anything runs) and works on the rows of one
+*unit* of work: ``run(rows, unit)`` returns the rows that go on and the rows it
+rejects, each rejection with a reason and, for teacher calls, the raw reply.
+Leaf-level state (the near-duplicate index, the document chunks) is set up in
+``prepare``; steps are built fresh for every leaf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from unfork.sdg import parsers
+from unfork.sdg.dedup import make_index
+
+Row = dict[str, Any]
+TRACE = "_trace"  # request keys of the teacher replies a row came from
+
+
+@dataclass
+class StepSpec:
+    name: str
+    type: str
+    reads: list[str]
+    writes: list[str]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Reply:
+    """What the engine's ``ask`` returns: the teacher's text, or why there is none."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    key: str = ""
+    error: str | None = None  # e.g. "prompt too long: ...", "teacher error: ..."
+
+
+Ask = Callable[..., Awaitable[Reply]]
+
+
+@dataclass
+class Unit:
+    """One unit of work: its number, its random generator, the leaf's columns and the teacher."""
+
+    index: int
+    rng: random.Random
+    leaf: dict[str, Any]
+    ask: Ask
+    seed: int
+
+
+def reject(step: str, reason: str, row: Row | None = None, raw: str | None = None) -> Row:
+    out: Row = {"status": "rejected", "step": step, "reason": reason}
+    if row is not None:
+        out["row"] = {k: v for k, v in row.items() if k != "examples"}
+    if raw is not None:
+        out["raw"] = raw
+    return out
+
+
+class Step:
+    """Base of the step types: holds the spec; ``prepare`` and ``prime`` do nothing by default."""
+
+    options: dict[str, Any] = {}  # allowed options -> default
+
+    def __init__(self, spec: StepSpec, templates: Any = None, system_prompt: str = ""):
+        unknown = set(spec.options) - set(self.options)
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} "
+                             f"(allowed: {', '.join(sorted(self.options)) or 'none'})")
+        self.spec = spec
+        self.opt = {**self.options, **spec.options}
+        self.templates = templates
+        self.system_prompt = system_prompt
+
+    def prepare(self, leaf: dict[str, Any], context_window: int | None) -> None:
+        pass
+
+    def prime(self, rows: list[Row]) -> None:
+        pass
+
+    def values(self, row: Row, leaf: dict[str, Any]) -> dict[str, Any]:
+        """The columns this step reads, from the row first, then the leaf."""
+        return {c: row[c] if c in row else leaf.get(c) for c in self.spec.reads}
+
+    async def run(self, rows: list[Row], unit: Unit) -> tuple[list[Row], list[Row]]:
+        raise NotImplementedError
+
+
+class SampleStep(Step):
+    """Pick ``k`` of the seed examples for this unit (0: all).
+
+    Without ``shuffle`` the first ``k`` in file order: every prompt then starts
+    the same way, which llama.cpp's prompt cache turns into skipped work.
+    """
+
+    options = {"k": 0, "shuffle": False}
+
+    async def run(self, rows, unit):
+        (src,) = self.spec.reads
+        (dst,) = self.spec.writes
+        out = []
+        for row in rows:
+            items = list(self.values(row, unit.leaf)[src] or [])
+            k = self.opt["k"] or len(items)
+            picked = unit.rng.sample(items, min(k, len(items))) if self.opt["shuffle"] else items[:k]
+            out.append({**row, dst: picked})
+        return out, []
+
+
+class ChunkStep(Step):
+    """Split the leaf's documents into chunks that fit the teacher; unit ``n`` gets chunk ``n mod count``."""
+
+    options = {"max_tokens": 600, "overlap_tokens": 32, "prompt_reserve": 900}
+
+    def prepare(self, leaf, context_window):
+        from unfork.sdg.documents import chunk_text
+
+        budget = self.opt["max_tokens"]
+        if context_window:
+            budget = max(64, min(budget, context_window - self.opt["prompt_reserve"]))
+        self.budget = budget
+        self.chunks = []
+        for doc in leaf.get(self.spec.reads[0]) or []:
+            self.chunks += chunk_text(doc.text, max_tokens=budget, overlap_tokens=self.opt["overlap_tokens"],
+                                      doc=doc.source)
+        self.chunks = [c for c in self.chunks if c.text.strip()]
+        if not self.chunks:
+            from unfork.errors import UserError
+
+            raise UserError("the leaf's documents hold no text to generate from",
+                            hint="check document.patterns in the qna.yaml")
+
+    async def run(self, rows, unit):
+        chunk = self.chunks[unit.index % len(self.chunks)]
+        text_col, *rest = self.spec.writes
+        extra = dict(zip(rest, [chunk.doc, chunk.index], strict=False))
+        return [{**row, text_col: chunk.text, **extra} for row in rows], []
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token count without a tokenizer: one token per 3 characters."""
+    return len(text) // 3 + 1
+
+
+class LLMStep(Step):
+    """One request per row: render the template, ask the teacher, parse the reply into new rows."""
+
+    options = {"template": None, "parser": "text", "temperature": 0.8, "max_tokens": 512, "n": 1,
+               "labels": None, "system": None}
+
+    def _messages(self, variables: dict[str, Any]) -> list[dict[str, str]]:
+        prompt = self.templates.get_template(self.opt["template"]).render(**variables).strip()
+        system = self.opt["system"] if self.opt["system"] is not None else self.system_prompt
+        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+
+    async def run(self, rows, unit):
+        results = await asyncio.gather(*(self._one(row, i, unit) for i, row in enumerate(rows)))
+        kept = [r for ok, _ in results for r in ok]
+        rejected = [r for _, bad in results for r in bad]
+        return kept, rejected
+
+    async def _one(self, row: Row, i: int, unit: Unit) -> tuple[list[Row], list[Row]]:
+        name = self.spec.name
+        messages = self._messages({**self.values(row, unit.leaf), "n": self.opt["n"]})
+        reply = await unit.ask(messages, temperature=self.opt["temperature"], max_tokens=self.opt["max_tokens"],
+                               seed=unit.seed + 7919 * i)
+        if reply.error:
+            return [], [reject(name, reply.error, row)]
+        parsed = parsers.PARSERS[self.opt["parser"]](reply.text, reply.finish_reason == "length",
+                                                     self.spec.writes, labels=self.opt["labels"])
+        trace = [*row.get(TRACE, []), reply.key]
+        kept = [{**row, **item, TRACE: trace} for item in parsed.items]
+        refused = not kept and parsers.is_refusal(reply.text)
+        reasons = ["refusal"] if refused else parsed.problems
+        rejected = [reject(name, f"unparseable: {why}" if not refused else why, row, reply.text) for why in reasons]
+        return kept, rejected
+
+
+class JudgeStep(Step):
+    """Score several rows in one request; keep those that meet the threshold.
+
+    The template sees ``items`` (the rows' columns) plus the leaf's columns and
+    the ``shared`` ones (e.g. the chunk every pair of a unit came from).
+    ``parser: scores`` reads one number per item (kept when >= ``threshold``);
+    ``parser: verdicts`` reads yes/no per criterion (kept when every criterion
+    in ``require`` is yes). The score goes into the step's one written column.
+    """
+
+    options = {"template": None, "parser": "scores", "temperature": 0.0, "max_tokens": 256, "batch": 6,
+               "threshold": 1.0, "criteria": None, "require": None, "system": None, "shared": []}
+
+    async def run(self, rows, unit):
+        size = max(1, int(self.opt["batch"]))
+        groups: dict[str, list[Row]] = {}  # rows that share the 'shared' columns are judged together
+        for row in rows:
+            groups.setdefault(repr([row.get(c) for c in self.opt["shared"]]), []).append(row)
+        batches = [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+        results = await asyncio.gather(*(self._batch(b, i, unit) for i, b in enumerate(batches)))
+        return [r for ok, _ in results for r in ok], [r for _, bad in results for r in bad]
+
+    def _passes(self, score: Any) -> bool:
+        if isinstance(score, dict):
+            need = self.opt["require"] or self.opt["criteria"] or list(score)
+            return all(score.get(c) for c in need)
+        return score >= self.opt["threshold"]
+
+    async def _batch(self, rows: list[Row], b: int, unit: Unit) -> tuple[list[Row], list[Row]]:
+        name = self.spec.name
+        (col,) = self.spec.writes
+        shared = self.opt["shared"]
+        item_cols = [c for c in self.spec.reads if c not in shared and any(c in r for r in rows)]
+        leaf_vars = {c: rows[0].get(c, unit.leaf.get(c)) for c in self.spec.reads if c not in item_cols}
+        items = [{c: r.get(c) for c in item_cols} for r in rows]
+        messages = LLMStep._messages(self, {**leaf_vars, "items": items})  # same rendering rules
+        reply = await unit.ask(messages, temperature=self.opt["temperature"], max_tokens=self.opt["max_tokens"],
+                               seed=unit.seed + 104729 * (b + 1))
+        if reply.error:
+            return [], [reject(name, reply.error, r) for r in rows]
+        parsed = parsers.PARSERS[self.opt["parser"]](reply.text, reply.finish_reason == "length", [col],
+                                                     criteria=self.opt["criteria"])
+        by_index = {it["index"]: it[col] for it in parsed.items}
+        kept, rejected = [], []
+        for i, row in enumerate(rows, start=1):
+            if i not in by_index:
+                rejected.append(reject(name, "judge gave no verdict for this item", row, reply.text))
+                continue
+            new = {**row, col: by_index[i], TRACE: [*row.get(TRACE, []), reply.key]}
+            if self._passes(by_index[i]):
+                kept.append(new)
+            else:
+                rejected.append(reject(name, f"below threshold ({_show(by_index[i])})", new, reply.text))
+        return kept, rejected
+
+
+def _show(score: Any) -> str:
+    if isinstance(score, dict):
+        return ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in score.items())
+    return f"{score:g}"
+
+
+class FilterStep(Step):
+    """Cheap checks on the columns read: length in words, refusals, copies of a seed example."""
+
+    options = {"min_words": 1, "max_words": 1000, "refusals": True, "not_seed": True}
+
+    def prepare(self, leaf, context_window):
+        self.seed_texts = {str(ex.get(c, "")).strip().casefold() for ex in leaf.get("seed_examples") or []
+                           for c in self.spec.reads}
+
+    async def run(self, rows, unit):
+        kept, rejected = [], []
+        for row in rows:
+            why = self._problem(row)
+            (rejected.append(reject(self.spec.name, why, row)) if why else kept.append(row))
+        return kept, rejected
+
+    def _problem(self, row: Row) -> str | None:
+        for c in self.spec.reads:
+            value = str(row.get(c) or "")
+            words = len(value.split())
+            if words < self.opt["min_words"]:
+                return f"{c} too short ({words} words)"
+            if words > self.opt["max_words"]:
+                return f"{c} too long ({words} words)"
+            if self.opt["refusals"] and parsers.is_refusal(value):
+                return f"{c} is a refusal"
+            if self.opt["not_seed"] and value.strip().casefold() in self.seed_texts:
+                return f"{c} copies a seed example"
+        return None
+
+
+class DedupStep(Step):
+    """Drop rows too close to a seed example or to a row already kept for this leaf."""
+
+    options = {"method": "rouge_l", "threshold": 0.7, "include_seeds": True}
+
+    def _text(self, row: Row) -> str:
+        return "\n".join(str(row.get(c) or "") for c in self.spec.reads)
+
+    def prepare(self, leaf, context_window):
+        self.index = make_index(self.opt["method"], float(self.opt["threshold"]))
+        if self.opt["include_seeds"]:
+            for ex in leaf.get("seed_examples") or []:
+                if all(c in ex for c in self.spec.reads):
+                    self.index.add(self._text(ex))
+
+    def prime(self, rows):
+        for row in rows:
+            self.index.add(self._text(row))
+
+    async def run(self, rows, unit):
+        kept, rejected = [], []
+        for row in rows:
+            text = self._text(row)
+            score, match = self.index.find(text)
+            if match is not None and score >= self.index.threshold:
+                short = " ".join(match.split())[:80]
+                rejected.append(reject(self.spec.name, f"near-duplicate ({self.opt['method']} {score:.2f})",
+                                       {**row, "duplicate_of": short}))
+            else:
+                self.index.add(text)
+                kept.append(row)
+        return kept, rejected
+
+
+STEP_TYPES: dict[str, type[Step]] = {
+    "sample": SampleStep, "chunk": ChunkStep, "llm": LLMStep, "judge": JudgeStep,
+    "filter": FilterStep, "dedup": DedupStep,
+}
+TEMPLATED = ("llm", "judge")
