@@ -1,0 +1,335 @@
+"""The OpenAI-compatible HTTP layer of unfork's own server (the transformers backend).
+
+It knows nothing about torch: it talks to an *engine* (see :class:`Engine`)
+that turns messages into token ids and token ids into text pieces. Stop
+strings, the streaming format (server-sent events), usage counts and API-key
+checks live here, so they are tested with a scripted engine in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+PUBLIC_PATHS = frozenset({"/health", "/v1/health"})  # as llama-server: health needs no key
+
+
+class RequestError(Exception):
+    def __init__(self, message: str, status: int = 400, param: str | None = None):
+        super().__init__(message)
+        self.message, self.status, self.param = message, status, param
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Generation:
+    """Filled in by the engine while it generates."""
+
+    finish_reason: str = "stop"
+    completion_tokens: int = 0
+
+
+class Engine(Protocol):
+    context_length: int
+
+    def encode_chat(self, messages: list[dict[str, Any]], tools: list | None = None) -> list[int]: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def generate(self, ids: list[int], params: SamplingParams, cancel: threading.Event,
+                 result: Generation) -> Iterator[str]:
+        """Yield text pieces; stop early once ``cancel`` is set; fill ``result``."""
+        ...
+
+
+class StopScanner:
+    """Cut generated text at the first stop string, holding back only what could start one."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self.buf = ""
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        self.buf += piece
+        hits = [i for i in (self.buf.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self.buf = self.buf[:min(hits)], ""
+            return out, True
+        held = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.buf)), held, -1):
+                if self.buf.endswith(s[:k]):
+                    held = k
+                    break
+        out, self.buf = (self.buf[:len(self.buf) - held], self.buf[len(self.buf) - held:]) if held \
+            else (self.buf, "")
+        return out, False
+
+    def flush(self) -> str:
+        out, self.buf = self.buf, ""
+        return out
+
+
+# -- request parsing --------------------------------------------------------------------------
+
+def _number(body: dict, name: str, typ: type, lo: float | None = None, hi: float | None = None):
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (typ is int and value != int(value)):
+        raise RequestError(f"'{name}' must be {'an integer' if typ is int else 'a number'}", param=name)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise RequestError(f"'{name}' must be between {lo} and {hi}", param=name)
+    return typ(value)
+
+
+def sampling_params(body: dict, prompt_tokens: int, context_length: int) -> SamplingParams:
+    room = context_length - prompt_tokens
+    if room <= 0:
+        raise RequestError(f"the prompt has {prompt_tokens} tokens, which fills the context window "
+                           f"of {context_length} tokens", param="messages")
+    n = _number(body, "n", int, 1, 1)
+    del n  # only one choice per request
+    max_tokens = _number(body, "max_completion_tokens", int, 1) or _number(body, "max_tokens", int, 1)
+    stop = body.get("stop") or []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise RequestError("'stop' must be a string or a list of strings", param="stop")
+    return SamplingParams(
+        max_tokens=min(max_tokens or room, room),
+        temperature=_number(body, "temperature", float, 0, 2),
+        top_p=_number(body, "top_p", float, 0, 1),
+        top_k=_number(body, "top_k", int, 0),
+        seed=_number(body, "seed", int),
+        stop=stop,
+    )
+
+
+def chat_messages(body: dict) -> list[dict[str, Any]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("'messages' must be a non-empty list", param="messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise RequestError(f"messages[{i}] must be an object with a 'role'", param="messages")
+        content = m.get("content")
+        if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+            parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            if len(parts) != len(content):
+                raise RequestError(f"messages[{i}]: only text content is supported", param="messages")
+            content = "".join(parts)
+        elif content is None:
+            content = ""
+        elif not isinstance(content, str):
+            raise RequestError(f"messages[{i}].content must be text", param="messages")
+        out.append({**m, "content": content})
+    return out
+
+
+def completion_prompt(body: dict) -> str | list[int]:
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        return prompt
+    raise RequestError("'prompt' must be a string, a list with one string, or a list of token ids",
+                       param="prompt")
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+def error_body(message: str, status: int, param: str | None = None) -> dict:
+    kind = {401: "authentication_error", 404: "not_found_error"}.get(status, "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
+class APIKeyMiddleware:
+    """Reject requests without ``Authorization: Bearer <key>`` (or ``X-Api-Key``) with 401."""
+
+    def __init__(self, app, api_key: str):
+        self.app = app
+        self.key = api_key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            headers = dict(scope["headers"])
+            auth = headers.get(b"authorization", b"")
+            token = auth[7:].strip() if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
+            if not secrets.compare_digest(token, self.key):
+                from starlette.responses import JSONResponse
+
+                response = JSONResponse(error_body("Invalid API Key", 401), status_code=401,
+                                        headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(engine: Engine, model_id: str, api_key: str | None = None):
+    """The Starlette app: /health, /v1/models, /v1/chat/completions, /v1/completions."""
+    import anyio
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    created = int(time.time())
+    end = object()
+
+    def _next(it: Iterator[str]):
+        return next(it, end)
+
+    async def pieces(ids: list[int], params: SamplingParams, result: Generation) -> AsyncIterator[str]:
+        cancel = threading.Event()
+        it = engine.generate(ids, params, cancel, result)
+        scanner = StopScanner(params.stop)
+        try:
+            while True:
+                piece = await run_in_threadpool(_next, it)
+                if piece is end:
+                    tail = scanner.flush()
+                    if tail:
+                        yield tail
+                    return
+                text, hit = scanner.feed(piece)
+                if text:
+                    yield text
+                if hit:
+                    result.finish_reason = "stop"
+                    return
+        finally:
+            cancel.set()
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(it.close)
+
+    async def read_json(request: Request) -> dict:
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RequestError("the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise RequestError("the request body must be a JSON object")
+        return body
+
+    def usage(prompt_tokens: int, result: Generation) -> dict:
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": result.completion_tokens,
+                "total_tokens": prompt_tokens + result.completion_tokens}
+
+    def sse(obj: Any) -> bytes:
+        return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
+
+    async def generate_response(body: dict, ids: list[int], chat: bool):
+        params = sampling_params(body, len(ids), engine.context_length)
+        result = Generation()
+        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        now = int(time.time())
+        base = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": now, "model": model_id}
+
+        def chunk(text: str | None, finish: str | None, first: bool = False) -> dict:
+            if chat:
+                delta: dict[str, Any] = {}
+                if first:
+                    delta["role"] = "assistant"
+                if text is not None:
+                    delta["content"] = text
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            else:
+                choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+            return {**base, "choices": [choice]}
+
+        if body.get("stream"):
+            opts = body.get("stream_options") or {}
+            include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+            async def events() -> AsyncIterator[bytes]:
+                if chat:
+                    yield sse(chunk("", None, first=True))
+                try:
+                    async for text in pieces(ids, params, result):
+                        yield sse(chunk(text, None))
+                except Exception as exc:  # the status line is sent already: report in the stream
+                    yield sse(error_body(f"generation failed: {exc}", 500))
+                    return
+                yield sse(chunk(None if chat else "", result.finish_reason))
+                if include_usage:
+                    yield sse({**base, "choices": [], "usage": usage(len(ids), result)})
+                yield b"data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+        text = "".join([t async for t in pieces(ids, params, result)])
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                      "logprobs": None, "finish_reason": result.finish_reason}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": result.finish_reason}
+        return JSONResponse({"id": rid, "object": "chat.completion" if chat else "text_completion",
+                             "created": now, "model": model_id, "choices": [choice],
+                             "usage": usage(len(ids), result)})
+
+    def handle_errors(func):
+        async def endpoint(request: Request):
+            try:
+                return await func(request)
+            except RequestError as exc:
+                return JSONResponse(error_body(exc.message, exc.status, exc.param), status_code=exc.status)
+        return endpoint
+
+    @handle_errors
+    async def chat_completions(request: Request):
+        body = await read_json(request)
+        messages = chat_messages(body)
+        tools = body.get("tools") if isinstance(body.get("tools"), list) else None
+        ids = await run_in_threadpool(engine.encode_chat, messages, tools)
+        return await generate_response(body, ids, chat=True)
+
+    @handle_errors
+    async def completions(request: Request):
+        body = await read_json(request)
+        prompt = completion_prompt(body)
+        ids = prompt if isinstance(prompt, list) else await run_in_threadpool(engine.encode, prompt)
+        return await generate_response(body, ids, chat=False)
+
+    async def models(request: Request):
+        return JSONResponse({"object": "list", "data": [
+            {"id": model_id, "object": "model", "created": created, "owned_by": "unfork",
+             "meta": {"n_ctx": engine.context_length}}]})
+
+    async def health(request: Request):
+        return JSONResponse({"status": "ok"})
+
+    async def not_found(request: Request, exc):
+        return JSONResponse(error_body(f"no route {request.url.path}", 404), status_code=404)
+
+    middleware = [Middleware(APIKeyMiddleware, api_key=api_key)] if api_key else []
+    return Starlette(routes=[
+        Route("/health", health), Route("/v1/health", health),
+        Route("/v1/models", models), Route("/models", models),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/completions", completions, methods=["POST"]),
+    ], middleware=middleware, exception_handlers={404: not_found})
