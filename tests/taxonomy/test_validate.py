@@ -161,6 +161,7 @@ def test_empty_file_warns_like_instructlab(tmp_path):
     (b"'just a string'\n", "schema.type", 1),
     (b"version: 3\n\ttask_description: x\n", "yaml.syntax", 2),
     (b"version: 3\ntask_description: a: b\n", "yaml.syntax", 2),
+    (b"version: 3\ncreated_by: ada\tlovelace\n", "yaml.syntax", 2),  # libyaml accepts it; InstructLab does not
     (b"version: 3\nx: &a [*a]\n", "yaml.recursive-alias", 1),
     (b"version: 3\nx: *nope\n", "yaml.syntax", 2),
     (b"[" * 5000, "yaml.syntax", 1),

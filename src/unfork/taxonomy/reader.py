@@ -102,7 +102,12 @@ def syntax_message(exc: yaml.YAMLError, source: str = "") -> Message:
 def compose(text: str) -> tuple[Node | None, list[Message]]:
     """Parse to a node tree that keeps positions. ``None`` for an empty document."""
     try:
-        return yaml.compose(text, Loader=_Loader), []
+        node = yaml.compose(text, Loader=_Loader)
+        if "\t" in text and _Loader is not yaml.SafeLoader:
+            # libyaml accepts some tabs (after a value, between tokens) that PyYAML's Python
+            # scanner, and so InstructLab, rejects; files with tabs are rare, so check them twice.
+            yaml.compose(text, Loader=yaml.SafeLoader)
+        return node, []
     except yaml.YAMLError as exc:
         return None, [syntax_message(exc, text)]
     except (RecursionError, MemoryError):

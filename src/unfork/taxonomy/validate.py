@@ -93,10 +93,8 @@ def validate_file(path: Path, root: Path | None = None, text: str | None = None,
 def check_text(text: str, path: Path, report: FileReport, lint: bool = True) -> None:
     node, problems = reader.compose(text)
     report.kind = file_kind(path, node)
-    if problems:
+    if problems:  # lint findings would only repeat the syntax error; they come once it is fixed
         report.errors.extend(problems)
-        if lint:
-            _lint(text, report)
         return
     if node is None or (isinstance(node, ScalarNode) and node.value == "" and node.tag == reader.NULL):
         report.add(Message(1, 1, "file.empty", "the file is empty", severity="warning",
