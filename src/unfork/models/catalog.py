@@ -55,10 +55,6 @@ class CatalogEntry:
     def hf_format(self) -> str:
         return "gguf" if self.hf_file else "hf"
 
-    @property
-    def download_size(self) -> int:
-        return self.size
-
 
 def _parts(prefix: str, count: int, version: str) -> tuple[PypiPart, ...]:
     return tuple(PypiPart(f"{prefix}{i}", version) for i in range(1, count + 1))
