@@ -1,0 +1,1 @@
+"""Synthetic data generation: knowledge documents and teacher-model steps."""
