@@ -447,6 +447,14 @@ def test_chunks_carry_their_heading_path():
     assert not any(c.text.rstrip().splitlines()[-1].startswith("#") for c in chunks[:-1])
 
 
+def test_a_sibling_heading_replaces_the_one_before_in_the_path():
+    para = "Words of the section. " * 8
+    text = f"# T\n\n## S\n\n### A\n\n{para}\n\n### B\n\n{para}\n"
+    chunks = chunk_text(text, max_tokens=estimate_tokens(f"# T\n## S\n\n### A\n\n{para}"), overlap_tokens=0)
+    assert [c.text.split("\n\n", 1)[0] for c in chunks] == ["# T", "# T\n## S"]
+    assert chunks[1].text.startswith("# T\n## S\n\n### B\n\nWords")
+
+
 def test_overlap_repeats_the_end_of_the_previous_chunk():
     spans = chunk_spans(MARROWVEY, max_tokens=200, overlap_tokens=30)
     assert spans[0].start == spans[0].body_start == 0

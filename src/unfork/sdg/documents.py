@@ -40,6 +40,7 @@ folders. Markdown and text files are read as UTF-8; PDFs are converted with
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import io
@@ -515,6 +516,8 @@ _ATX_HEADING = re.compile(r" {0,3}(#{1,6})(?:[ \t]|$)")
 _FENCE = re.compile(r" {0,3}(```|~~~)")
 _SENTENCE_END = re.compile(r"""[.!?\u2026\u3002\uff01\uff1f][)\]"'\u201d\u2019\u00bb]*\s+""")
 _WORD_START = re.compile(r"(?<=\s)\S")
+_NEWLINE = re.compile(r"\n")
+_NON_SPACE = re.compile(r"\S")
 
 
 @dataclass(frozen=True)
@@ -564,7 +567,7 @@ def _pieces(text: str, block_cuts: list[int], count: Callable[[str], int],
             return
         if level == 0:  # sentences and lines
             cuts = [m.end() for m in _SENTENCE_END.finditer(text, a, b)]
-            cuts += [i + 1 for i in range(a, b) if text[i] == "\n"]
+            cuts += [m.end() for m in _NEWLINE.finditer(text, a, b)]
         elif level == 1:  # words
             cuts = [m.start() for m in _WORD_START.finditer(text, a, b)]
         else:  # characters: only a single word longer than the budget gets here
@@ -601,20 +604,34 @@ def _pieces(text: str, block_cuts: list[int], count: Callable[[str], int],
     return merged
 
 
-def _heading_path(text: str, headings: list[_Heading], pos: int) -> str:
-    """The headings above ``pos``, outermost first; a heading that starts the text there closes
-    the sections it ends (``### B`` right at ``pos`` drops a ``### A`` before it)."""
-    first = len(text[:pos]) + len(text[pos:]) - len(text[pos:].lstrip())
-    stack: list[_Heading] = []
-    for h in headings:
-        if h.start > first:
-            break
-        while stack and stack[-1].level >= h.level:
-            stack.pop()
-        if h.end > first:  # the chunk's own first line
-            break
-        stack.append(h)
-    return "\n".join(h.line for h in stack)
+class _Outline:
+    """The headings of a text, each with its parent, to find the path above any position fast."""
+
+    def __init__(self, text: str, headings: list[_Heading]):
+        self.text, self.headings = text, headings
+        self.starts = [h.start for h in headings]
+        self.parent: list[int | None] = []
+        stack: list[int] = []
+        for k, h in enumerate(headings):
+            while stack and headings[stack[-1]].level >= h.level:
+                stack.pop()
+            self.parent.append(stack[-1] if stack else None)
+            stack.append(k)
+
+    def path(self, pos: int) -> str:
+        """The headings above ``pos``, outermost first. A heading that is the chunk's own first
+        line is left out, and so are the sections it closes (``### B`` drops ``### A``)."""
+        found = _NON_SPACE.search(self.text, pos)
+        first = found.start() if found else len(self.text)
+        k = bisect.bisect_right(self.starts, first) - 1
+        if k < 0:
+            return ""
+        chain: list[int] = []
+        node = self.parent[k] if self.headings[k].end > first else k
+        while node is not None:
+            chain.append(node)
+            node = self.parent[node]
+        return "\n".join(self.headings[n].line for n in reversed(chain))
 
 
 def chunk_spans(text: str, *, max_tokens: int, overlap_tokens: int = 32,
@@ -628,8 +645,10 @@ def chunk_spans(text: str, *, max_tokens: int, overlap_tokens: int = 32,
     count = count_tokens or estimate_tokens
     block_cuts, headings = _blocks(text)
     pieces = _pieces(text, block_cuts, count, max_tokens)
-    heading_starts = {h.start for h in headings}
-    is_heading = [a + len(text[a:b]) - len(text[a:b].lstrip()) in heading_starts for a, b in pieces]
+    outline = _Outline(text, headings)
+    heading_starts = set(outline.starts)
+    is_heading = [(m := _NON_SPACE.search(text, a)) is not None and m.start() in heading_starts
+                  for a, _ in pieces]
     sentence_starts = {0, *block_cuts, *(m.end() for m in _SENTENCE_END.finditer(text))}
 
     def render(prefix: str, start: int, end: int) -> str:
@@ -638,15 +657,29 @@ def chunk_spans(text: str, *, max_tokens: int, overlap_tokens: int = 32,
 
     def pack(i: int, prefix: str, start: int) -> tuple[int, int] | None:
         """(end piece, tokens) of the longest chunk from piece ``i`` after ``prefix``; None if none fits."""
-        tokens = count(render(prefix, start, pieces[i][1]))
+        def measure(j: int) -> int:  # tokens of the chunk holding pieces i..j-1
+            return count(render(prefix, start, pieces[j - 1][1]))
+
+        tokens = measure(i + 1)
         if tokens > max_tokens:
             return None
-        j = i + 1
+        # Gallop, then bisect: O(log n) counts per chunk, which matters with a real tokenizer.
+        # The chunk kept is always one that was measured to fit.
+        j, step, too_far = i + 1, 1, None
         while j < len(pieces):
-            more = count(render(prefix, start, pieces[j][1]))
+            probe = min(j + step, len(pieces))
+            more = measure(probe)
             if more > max_tokens:
+                too_far = probe
                 break
-            tokens, j = more, j + 1
+            tokens, j, step = more, probe, step * 2
+        while too_far is not None and too_far - j > 1:
+            mid = (j + too_far) // 2
+            more = measure(mid)
+            if more > max_tokens:
+                too_far = mid
+            else:
+                tokens, j = more, mid
         if j < len(pieces) and is_heading[j - 1] and j - 1 > i:
             while j - 1 > i and is_heading[j - 1]:
                 j -= 1  # headings open the next chunk rather than close this one
@@ -670,7 +703,7 @@ def chunk_spans(text: str, *, max_tokens: int, overlap_tokens: int = 32,
             overlap = sentence if sentence is not None else overlap
         options = []
         for start in dict.fromkeys((overlap, body_start)):
-            heading = _heading_path(text, headings, start)
+            heading = outline.path(start)
             if heading and count(heading) <= max_tokens // 4:
                 options.append((heading, start))
             options.append(("", start))
