@@ -79,9 +79,14 @@ def bench(url: str, key: str | None, model: str, runs: int, max_tokens: int, fak
     python = [timed([sys.executable, "-c", "pass"]) for _ in range(runs)]
     version = [timed([UNFORK, "--version"]) for _ in range(runs)]
     rows = []
-    for _ in range(runs):
-        own, _ = direct(url, key, model, max_tokens)
-        wall, cpu, out = timed(qq)
+    for i in range(runs):
+        # Alternate which goes first, so a server's prompt cache favours neither.
+        if i % 2:
+            wall, cpu, out = timed(qq)
+            own, _ = direct(url, key, model, max_tokens)
+        else:
+            own, _ = direct(url, key, model, max_tokens)
+            wall, cpu, out = timed(qq)
         rows.append((wall, cpu, own, out))
     result = {
         "endpoint": "instant fake server" if fake else url,
