@@ -348,6 +348,13 @@ def test_pdf_without_pypdf_names_the_extra(tmp_path, monkeypatch):
     assert "unfork[pdf]" in str(err.value) and "pypdf" in str(err.value)
 
 
+def test_missing_git_is_a_user_error(docs_repo, monkeypatch):
+    root, sha = docs_repo
+    monkeypatch.setenv("PATH", str(root))  # a PATH without git
+    with pytest.raises(UserError, match="git is not installed"):
+        fetch(root, "docs", sha, ["a.md"])
+
+
 def test_commits_short_missing_and_not_a_sha(docs_repo):
     root, sha = docs_repo
     assert _sources(fetch(root, "docs", sha[:10], ["a.md"])) == ["a.md"]

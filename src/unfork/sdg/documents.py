@@ -135,9 +135,6 @@ def _git(args: list[str], *, home: str, cwd: Path | None = None,
     try:
         return subprocess.run([*cmd, *args], cwd=cwd, env=_git_env(home), stdin=subprocess.DEVNULL,
                               capture_output=True, timeout=timeout)
-    except FileNotFoundError as err:
-        raise UserError("git is not installed or not on PATH",
-                        hint="install git: knowledge documents are read from git repositories") from err
     except subprocess.TimeoutExpired as err:
         raise UserError(f"git {args[0]} did not finish in {timeout:.0f} s",
                         hint="check your network connection and the repository URL") from err
@@ -269,7 +266,7 @@ def _pattern_parts(pattern: str) -> list[str]:
     """A pattern's folder parts; refuses any that could leave the repository."""
     if not isinstance(pattern, str) or not pattern.strip():
         raise UserError("document.patterns holds an empty pattern", hint="write a glob such as '*.md'")
-    if pattern.startswith(("/", "\\", "~")) or re.match(r"[A-Za-z]:", pattern):
+    if pattern.startswith(("/", "\\", "~")) or re.match(r"[A-Za-z]:([\\/]|$)", pattern):
         raise UserError(f"document pattern {pattern!r} is absolute",
                         hint="patterns are relative to the repository root, e.g. 'docs/*.md'")
     parts = [p for p in pattern.replace("\\", "/").split("/") if p not in ("", ".")]
@@ -465,6 +462,9 @@ def fetch_documents(repo: str, commit: str, patterns: list[str], *, taxonomy_roo
     for pattern in patterns:
         _pattern_parts(pattern)  # refuse a bad pattern before going to the network
     commit = _check_commit(commit)
+    if shutil.which("git") is None:
+        raise UserError("git is not installed or not on PATH",
+                        hint="install git: knowledge documents are read from git repositories")
     local = is_local_repo(repo)
     url = resolve_document_repo(repo, Path(taxonomy_root))
     cache_root = Path(cache_dir) if cache_dir is not None else get_paths().cache_dir / "documents"
