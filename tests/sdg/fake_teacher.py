@@ -55,8 +55,8 @@ def script(body: dict[str, Any]) -> str:
     if "Score each numbered request and response" in prompt:
         return "\n".join(f"{i}: {2 if 'weak' in it else 5}" for i, it in enumerate(judge_items(prompt), 1))
     if "new input texts of the same kind" in prompt:
-        return "\n\n".join(f"Text: The {word(seed, i)} fair of {word(seed, i, 'c')} {word(seed, i, 'd')} "
-                           f"opens at {word(seed, i, 'h')} {word(seed, i, 'e')} on {(seed + i) % 28 + 1} May."
+        return "\n\n".join(f"<text>\nThe {word(seed, i)} fair of {word(seed, i, 'c')} {word(seed, i, 'd')} "
+                           f"opens at {word(seed, i, 'h')} {word(seed, i, 'e')} on {(seed + i) % 28 + 1} May.\n</text>"
                            for i in range(1, n + 1))
     if "can be answered from the input text" in prompt:
         name = re.search(r"The (\w+) fair", prompt)

@@ -72,3 +72,12 @@ def test_refusal_detection():
     assert parsers.is_refusal("I'm sorry, but I can't help with that.")
     assert parsers.is_refusal("As an AI language model, I ...")
     assert not parsers.is_refusal("Sorry Harbour is a town on the island.")
+
+
+def test_tagged_items_and_a_cut_off_one():
+    raw = "<text>\nFirst one.\n</text>\n\n<text>Second\nline two.</text>\n<text>\nthird, cut"
+    out = parsers.tagged(raw, True, ["context"], labels={"context": "text"})
+    assert out.items == [{"context": "First one."}, {"context": "Second\nline two."}]
+    assert out.problems == ["truncated: an item was cut off"]
+    empty = parsers.tagged("Text:\nText:", False, ["context"], labels={"context": "text"})
+    assert empty.items == [] and empty.problems == ["no <text>...</text> found"]

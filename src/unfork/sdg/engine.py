@@ -130,8 +130,10 @@ class LeafRun:
         return [u for u in range(self.max_units) if u not in self.journal.units]
 
     def wants_more(self) -> bool:
-        expected = self.in_flight * self.flow.samples_per_unit * 0.5
-        return self.accepted + expected < self.target
+        """Start another unit? Counts on the running ones yielding about what finished ones did."""
+        units = self.result.units
+        per_unit = self.accepted / units if units >= 2 else self.flow.samples_per_unit
+        return self.accepted + 0.75 * self.in_flight * per_unit < self.target
 
     def prepare(self, columns: dict[str, Any]) -> None:
         for step in self.steps:

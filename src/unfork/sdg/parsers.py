@@ -106,6 +106,33 @@ def labeled(raw: str, truncated: bool, columns: list[str], labels: dict[str, lis
     return out
 
 
+def tagged(raw: str, truncated: bool, columns: list[str], labels: dict[str, str] | None = None, **_: Any) -> Parsed:
+    """Values between ``<tag>`` and ``</tag>`` (tag: the column, or ``labels[column]``), one item per match.
+
+    With several columns, the n-th match of each makes the n-th item. An
+    opening tag without its closing tag (a reply cut short) is dropped.
+    """
+    found = {}
+    for c in columns:
+        tag = re.escape(str((labels or {}).get(c, c)))
+        found[c] = [m.strip() for m in re.findall(rf"<{tag}>(.*?)</{tag}>", raw, re.S | re.I)]
+    out = Parsed()
+    count = max((len(v) for v in found.values()), default=0)
+    for i in range(count):
+        row = {c: found[c][i] for c in columns if i < len(found[c]) and found[c][i]}
+        if len(row) == len(columns):
+            out.items.append(row)
+        else:
+            out.problems.append(f"item {i + 1} lacks {', '.join(c for c in columns if c not in row)}")
+    first = str((labels or {}).get(columns[0], columns[0]))
+    opened = len(re.findall(rf"<{re.escape(first)}>", raw, re.I))
+    if opened > count:
+        out.problems.append("truncated: an item was cut off" if truncated else f"<{first}> without </{first}>")
+    if not count and not out.problems:
+        out.problems.append(f"no <{first}>...</{first}> found")
+    return out
+
+
 _REFUSAL = re.compile(r"^\s*(?:i'?m sorry|i am sorry|i cannot|i can'?t|as an ai\b|i'm unable|i am unable)", re.I)
 
 
@@ -169,5 +196,5 @@ def is_refusal(value: str) -> bool:
 
 
 PARSERS: dict[str, Callable[..., Parsed]] = {
-    "numbered_list": numbered_list, "labeled": labeled, "text": text, "scores": scores, "verdicts": verdicts,
+    "numbered_list": numbered_list, "labeled": labeled, "tagged": tagged, "text": text, "scores": scores, "verdicts": verdicts,
 }

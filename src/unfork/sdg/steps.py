@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,9 +179,11 @@ class LLMStep(Step):
                                                      self.spec.writes, labels=self.opt["labels"])
         trace = [*row.get(TRACE, []), reply.key]
         kept = [{**row, **item, TRACE: trace} for item in parsed.items]
-        refused = not kept and parsers.is_refusal(reply.text)
-        reasons = ["refusal"] if refused else parsed.problems
-        rejected = [reject(name, f"unparseable: {why}" if not refused else why, row, reply.text) for why in reasons]
+        if not kept and parsers.is_refusal(reply.text):
+            return [], [reject(name, "refusal", row, reply.text)]
+        counts = Counter(parsed.problems)  # one rejection per kind of problem, with how often it occurred
+        rejected = [reject(name, f"unparseable: {why}" + (f" (×{n})" if n > 1 else ""), row, reply.text)
+                    for why, n in counts.items()]
         return kept, rejected
 
 

@@ -1,0 +1,57 @@
+"""A small dataset end to end with a real teacher (Qwen2.5-Coder-0.5B on llama.cpp). Slow.
+
+Skipped when llama-server is not built or the model is not downloaded (in CI
+the model is required: ``real_model_file`` fails there instead).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import real_model_file
+from unfork.taxonomy.examples import prepare_example_taxonomy
+
+pytestmark = [pytest.mark.slow, pytest.mark.llama]
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    from unfork.errors import UserError
+    from unfork.serve.llama_cpp import find_llama_server
+
+    try:
+        find_llama_server()
+    except UserError:
+        pytest.skip("llama-server is not built: run scripts/build_llama_cpp.sh")
+    gguf = real_model_file("qwen2.5-coder-0.5b-instruct")
+    from unfork.serve.launch import running_server
+
+    with running_server(str(gguf), backend="llama-cpp", parallel=2, ctx_size=4096) as ep:
+        yield ep
+
+
+def test_simple_pipeline_makes_a_real_dataset_and_reuses_it(teacher, tmp_path):
+    from unfork.sdg.run import GenerateRequest, generate_dataset
+
+    taxonomy = prepare_example_taxonomy(tmp_path / "taxonomy")
+    shutil.rmtree(taxonomy / "compositional_skills" / "grounded")  # keep the run short: one skill, one knowledge leaf
+    req = GenerateRequest(taxonomy=taxonomy, base="empty", pipeline="simple", num_samples=2, max_concurrency=2,
+                          endpoint_urls=[teacher.base_url], model=teacher.model, api_key=teacher.api_key,
+                          output_dir=tmp_path / "ds", seed=1)
+    out, manifest = generate_dataset(req, show_progress=False, echo=lambda *_: None)
+    leaves = {leaf["leaf"]: leaf for leaf in manifest["leaves"]}
+    assert set(leaves) == {"compositional_skills/writing/freeform/haiku", "knowledge/geography/islands/marrowvey"}
+    assert all(leaf["error"] is None for leaf in leaves.values())
+    assert sum(leaf["accepted"] for leaf in leaves.values()) >= 2, leaves
+    lines = [json.loads(x) for x in (out / "train_all.jsonl").read_text().splitlines()]
+    assert lines and all([m["role"] for m in x["messages"]] == ["system", "user", "assistant"] for x in lines)
+    assert all(x["messages"][2]["content"].strip() and x["metadata"]["teacher"] == teacher.model for x in lines)
+    assert manifest["stats"]["teacher"]["completion_tokens"] > 0
+    # Second run: same leaves, pipeline and teacher, so nothing is asked again.
+    req.output_dir = tmp_path / "ds2"
+    _, again = generate_dataset(req, show_progress=False, echo=lambda *_: None)
+    assert all(leaf["reused"] for leaf in again["leaves"])
+    assert again["stats"]["teacher"]["requests"] == 0
