@@ -70,7 +70,7 @@ def start(mode: str, gguf: Path, port: int, parallel: int, ctx: int) -> subproce
                                              alias=gguf.stem, parallel=parallel, ctx_size=ctx)
     else:
         cmd = [sys.executable, "-m", "unfork", "model", "serve", "--model", str(gguf), "--port", str(port),
-               "--parallel", str(parallel), "--ctx-size", str(ctx), "--no-webui"]
+               "--parallel", str(parallel), "--ctx-size", str(ctx)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     wait_health(f"http://127.0.0.1:{port}", proc)
     return proc

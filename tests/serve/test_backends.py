@@ -91,9 +91,9 @@ def test_resolve_paths(fake_gguf, tiny_folder, tmp_path):
     assert backends.resolve(str(tiny_folder)) == backends.ModelRef("student-hf", tiny_folder.resolve(), "hf")
     junk = tmp_path / "notes.txt"
     junk.write_text("hello")
-    with pytest.raises(UserError, match="neither a GGUF file nor a Hugging Face"):
+    with pytest.raises(UserError, match="GGUF file"):
         backends.resolve(str(junk))
-    with pytest.raises(UserError, match="not found|unknown|no such"):
+    with pytest.raises(UserError, match="no such file"):
         backends.resolve(str(tmp_path / "missing.gguf"), download=False)
 
 

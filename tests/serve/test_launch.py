@@ -75,9 +75,13 @@ def test_engine_refusal_is_an_error_with_its_reason(fake_llama, fake_gguf, monke
     assert "fake server: loading model" in info.value.log_tail
 
 
-def test_reason_prefers_the_last_error_line():
-    tail = "loading\nllama_model_load: error loading model: bad magic\nmain: exiting due to model loading error"
-    assert reason_from_log(tail) == "main: exiting due to model loading error"
+def test_reason_prefers_the_model_loading_error():
+    tail = ("0.00.030.367 I srv    load_model: loading model 'x.gguf'\n"
+            "0.00.070.600 E llama_model_load: error loading model: unknown model architecture: 'mamba9'\n"
+            "0.00.106.924 E srv  llama_server: exiting due to model loading error")
+    assert reason_from_log(tail) == "llama_model_load: error loading model: unknown model architecture: 'mamba9'"
+    tail = "Traceback (most recent call last):\n  File x\nValueError: Unrecognized model in /m: model_type"
+    assert reason_from_log(tail) == "ValueError: Unrecognized model in /m: model_type"
     assert reason_from_log("just\nsome output") == "some output"
     assert reason_from_log("") == "no output"
 

@@ -19,12 +19,10 @@ from unfork.cli.options import collect, config_options
 @click.option("--model", "-m", "model", default=None,
               help="Catalog name, GGUF file or Hugging Face folder. Default: models.chat, else the teacher.")
 @config_options("serve")
-@click.option("--webui/--no-webui", default=True, show_default=True,
-              help="llama-cpp backend: also serve llama.cpp's chat page at the server's root.")
 @click.option("--startup-timeout", type=float, default=600, show_default=True,
               help="Seconds to wait for the model to load.")
 @click.option("--verbose", "-v", is_flag=True, help="Show the engine's own log.")
-def serve(model: str | None, webui: bool, startup_timeout: float, verbose: bool, **flags) -> None:
+def serve(model: str | None, startup_timeout: float, verbose: bool, **flags) -> None:
     """Serve a model through an OpenAI-compatible API.
 
     \b
@@ -45,8 +43,7 @@ def serve(model: str | None, webui: bool, startup_timeout: float, verbose: bool,
         raise click.BadParameter("must be at least 1", param_hint="--parallel")
     if s.ctx_size < 256:
         raise click.BadParameter("must be at least 256", param_hint="--ctx-size")
-    ref = backends.resolve(model or cfg.chat_model())
-    backend = backends.choose_backend(s.backend, ref.format)
+    ref, backend = backends.prepare(model or cfg.chat_model(), s.backend)
     backends.check_installed(backend)
     check_port_free(s.host, s.port)
     if s.host not in ("127.0.0.1", "localhost", "::1") and not s.api_key:
@@ -54,7 +51,7 @@ def serve(model: str | None, webui: bool, startup_timeout: float, verbose: bool,
                     "machine can use the model (set one with --api-key).", fg="yellow", err=True)
 
     spec = backends.build_spec(backend, ref, host=s.host, port=s.port, api_key=s.api_key or None,
-                               parallel=s.parallel, ctx_size=s.ctx_size, webui=webui)
+                               parallel=s.parallel, ctx_size=s.ctx_size)
     url = backends.base_url(s.host, s.port)
     click.echo(f"Loading {ref.name} ({ref.format}, {ref.path}) with {backend} ...", err=True)
     started = time.monotonic()

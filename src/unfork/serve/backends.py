@@ -50,23 +50,36 @@ def model_format(path: Path) -> str | None:
     return None
 
 
-def resolve(name_or_path: str, *, download: bool = True) -> ModelRef:
-    """A catalog name or a path, as a :class:`ModelRef`."""
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        fmt = model_format(path)
-        if fmt is None:
-            raise UserError(f"'{name_or_path}' is neither a GGUF file nor a Hugging Face model folder "
-                            "(a folder with config.json).")
-        return ModelRef(path.stem if path.is_file() else path.name, path.resolve(), fmt)
+def resolve(name_or_path: str, *, download: bool = True, format: str | None = None) -> ModelRef:
+    """A catalog name or a path, as a :class:`ModelRef` (through the model store when present)."""
     try:
         from unfork.models import resolve_model
     except ImportError:
         resolve_model = None
-    if resolve_model is None:
+    if resolve_model is not None:
+        found = resolve_model(name_or_path, download=download, format=format)
+        return ModelRef(found.name, Path(found.path), found.format)
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
         raise UserError(f"model '{name_or_path}' not found: no such file or folder.")
-    found = resolve_model(name_or_path, download=download)
-    return ModelRef(found.name, Path(found.path), found.format)
+    fmt = model_format(path)
+    if fmt is None:
+        raise UserError(f"'{name_or_path}' is neither a GGUF file nor a Hugging Face model folder "
+                        "(a folder with config.json).")
+    return ModelRef(path.stem if path.is_file() else path.name, path.resolve(), fmt)
+
+
+def prepare(name_or_path: str, requested: str, *, download: bool = True) -> tuple[ModelRef, str]:
+    """Resolve the model and pick its backend.
+
+    Asking for transformers or vllm with a GGUF catalog model converts it to a
+    Hugging Face folder once (the store caches it); llama-cpp with a folder is
+    an error that says how to convert.
+    """
+    ref = resolve(name_or_path, download=download)
+    if requested in ("transformers", "vllm") and ref.format == "gguf":
+        ref = resolve(name_or_path, download=download, format="hf")
+    return ref, choose_backend(requested, ref.format)
 
 
 def vllm_installed() -> bool:

@@ -77,8 +77,7 @@ def running_server(model: str | None = None, *, backend: str = "auto", parallel:
         from unfork.config import load_config
 
         cfg = load_config()
-    ref = backends.resolve(model or cfg.chat_model())
-    chosen = backends.choose_backend(backend if backend != "auto" else cfg.serve.backend, ref.format)
+    ref, chosen = backends.prepare(model or cfg.chat_model(), backend if backend != "auto" else cfg.serve.backend)
     backends.check_installed(chosen)
     key = api_key or secrets.token_urlsafe(24)
     host = "127.0.0.1"

@@ -65,9 +65,22 @@ def _make_preexec(parent_pid: int) -> Callable[[], None] | None:
     return preexec
 
 
+_LOG_PREFIX = re.compile(r"^\d+\.\d+\.\d+\.\d+ [DIWE] (\w+ +)?")  # llama.cpp: "0.00.070.600 E srv  "
+_ROOT_CAUSE = re.compile(r"error loading model:|unknown model architecture|failed to read", re.IGNORECASE)
+
+
 def reason_from_log(tail: str) -> str:
-    """The most telling line of an engine's output: the last one that looks like an error."""
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    """The most telling line of an engine's output.
+
+    llama.cpp's model-loading error (the root cause) when there is one, else the
+    last line that looks like an error (a Python traceback ends with its cause),
+    else the last line.
+    """
+    lines = [_LOG_PREFIX.sub("", line).strip() for line in tail.splitlines()]
+    lines = [line for line in lines if line]
+    causes = [line for line in lines if _ROOT_CAUSE.search(line)]
+    if causes:
+        return causes[-1]
     errors = [line for line in lines if _ERROR_LINE.search(line)]
     if errors:
         return errors[-1]
