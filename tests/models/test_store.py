@@ -151,3 +151,16 @@ def test_instructlab_downloads_resolve_by_name_and_are_listed(tmp_path, write_gg
     rows = [(m.name, m.format, m.source) for m in store.list_stored()]
     assert rows == [("granite-7b-lab-Q4_K_M", "gguf", "instructlab"),
                     ("instructlab/granite-7b-lab", "hf", "instructlab")]
+
+
+def test_run_folder_with_several_exports_resolves_to_the_newest(tmp_path, write_gguf):
+    import os
+
+    final = tmp_path / "run" / "final"
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("{}")
+    old = write_gguf(final / "gguf" / "run-q8_0.gguf")
+    new = write_gguf(final / "gguf" / "run-f16.gguf")
+    os.utime(old, (1_000_000, 1_000_000))
+    assert store.resolve_model(str(tmp_path / "run"), format="gguf").path == new
+    assert store.resolve_model(str(tmp_path / "run")).path == final  # no format: the HF folder

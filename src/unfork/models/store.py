@@ -296,7 +296,10 @@ def _resolve_folder(folder: Path, fmt: str | None) -> ResolvedModel:
         return ResolvedModel(name, folder, "hf", chat_template_of(folder, "hf"))
     ggufs = sorted(p for p in folder.glob("*.gguf") if p.is_file())
     if not ggufs and (folder / "gguf").is_dir():
-        ggufs = sorted(p for p in (folder / "gguf").glob("*.gguf") if p.is_file())
+        # exports (unfork model convert --to gguf): the newest one
+        exports = sorted((p for p in (folder / "gguf").glob("*.gguf") if p.is_file()),
+                         key=lambda p: p.stat().st_mtime)
+        ggufs = exports[-1:]
     if fmt != "hf" and len(ggufs) == 1:
         return ResolvedModel(name, ggufs[0], "gguf", chat_template_of(ggufs[0], "gguf"))
     if fmt != "hf" and len(ggufs) > 1:
