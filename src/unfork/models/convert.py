@@ -17,7 +17,6 @@ torch, transformers and gguf are imported inside the functions that need them.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -393,6 +392,3 @@ def describe_gguf(path: Path) -> dict[str, Any]:
                                      "tokenizer.ggml.pre")} | {"has_chat_template":
                                                                bool(meta.get("tokenizer.chat_template"))}
 
-
-def dump_json(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str)
