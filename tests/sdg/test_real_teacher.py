@@ -33,12 +33,28 @@ def teacher():
         yield ep
 
 
+def short_pipeline(dest):
+    """The built-in simple pipeline with fewer, shorter answers per request: CI has two cores."""
+    import yaml
+
+    from unfork.sdg.pipeline import BUILTIN_DIR
+
+    shutil.copytree(BUILTIN_DIR / "simple", dest)
+    data = yaml.safe_load((dest / "pipeline.yaml").read_text())
+    for flow in data["flows"].values():
+        for step in flow["steps"]:
+            if step["type"] == "llm":
+                step.update(n=2, max_tokens=200)
+    (dest / "pipeline.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return dest
+
+
 def test_simple_pipeline_makes_a_real_dataset_and_reuses_it(teacher, tmp_path):
     from unfork.sdg.run import GenerateRequest, generate_dataset
 
     taxonomy = prepare_example_taxonomy(tmp_path / "taxonomy")
     shutil.rmtree(taxonomy / "compositional_skills" / "grounded")  # keep the run short: one skill, one knowledge leaf
-    req = GenerateRequest(taxonomy=taxonomy, base="empty", pipeline="simple", num_samples=2, max_concurrency=2,
+    req = GenerateRequest(taxonomy=taxonomy, base="empty", pipeline=str(short_pipeline(tmp_path / "pipe")), num_samples=2, max_concurrency=2,
                           endpoint_urls=[teacher.base_url], model=teacher.model, api_key=teacher.api_key,
                           output_dir=tmp_path / "ds", seed=1)
     out, manifest = generate_dataset(req, show_progress=False, echo=lambda *_: None)
