@@ -79,7 +79,7 @@ def start(mode: str, gguf: Path, port: int, parallel: int, ctx: int) -> subproce
 def stop(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(20)
+        proc.wait(15)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--parallel", type=int, default=8, help="llama.cpp slots (-np)")
     parser.add_argument("--ctx-size", type=int, default=4096)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     levels = [int(x) for x in args.streams.split(",")]
     ggufs = [args.gguf] if args.gguf else [find_gguf(name) for name in MODELS[args.models]]

@@ -50,6 +50,7 @@ def test_llama_server_command_uses_own_template_slots_and_threads():
     assert pairs["--threads"] == "2" and pairs["--alias"] == "qwen"
     assert "--jinja" in cmd and "--cont-batching" in cmd and "--no-webui" in cmd
     assert "--chat-template" not in cmd  # never replace the model's template
+    assert pairs["--cors-origins"] == "localhost"
     with_ui = llama_cpp.llama_server_command("s", "m", host="h", port=1, alias="a", parallel=1, ctx_size=512,
                                              webui=True)
     assert "--no-webui" not in with_ui

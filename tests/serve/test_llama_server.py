@@ -83,7 +83,7 @@ def test_completions(endpoint):
 
 def test_concurrent_requests_decode_together(endpoint):
     async def one(client, i):
-        body = {"model": endpoint.model, "stream": True, "temperature": 0, "max_tokens": 40,
+        body = {"model": endpoint.model, "stream": True, "temperature": 0, "max_tokens": 24,
                 "messages": [{"role": "user", "content": f"Write a short poem about the number {i}."}]}
         first = last = None
         async with client.stream("POST", endpoint.base_url + "/chat/completions", json=body) as r:

@@ -104,6 +104,9 @@ def llama_server_command(binary: Path | str, model_path: Path | str, *, host: st
         "--threads", str(threads),
         "--threads-batch", str(threads),
         "--jinja",
+        # Browsers may read answers only from pages served on this machine (llama.cpp's default is any
+        # site), so a web page cannot use a local server without a key behind the user's back.
+        "--cors-origins", "localhost",
     ]
     if not webui:
         cmd.append("--no-webui")
