@@ -200,3 +200,17 @@ def test_sigkill_mid_run_then_rerun_loses_nothing_and_repeats_nothing(taxonomy, 
     assert len(users) == len(set(users))
     total = sum(1 for samples in after.values() for s in samples if json.loads(s)["status"] == "accepted")
     assert total == sum(leaf["accepted"] for leaf in manifest["leaves"])
+
+
+def test_foundational_skills_are_skipped(taxonomy, tmp_path):
+    src = taxonomy / "compositional_skills" / "writing" / "freeform" / "haiku" / "qna.yaml"
+    dest = taxonomy / "compositional_skills" / "foundational_skills" / "reasoning" / "qna.yaml"
+    dest.parent.mkdir(parents=True)
+    dest.write_text(src.read_text())
+    with scripted_teacher() as fake:
+        res = invoke(*generate_args(taxonomy, [fake.url], tmp_path / "ds", "--taxonomy-base", "empty",
+                                    "--num-samples", "1", "--pipeline", "simple"))
+    assert res.exit_code == 0, res.output
+    assert "skipping foundational skill compositional_skills/foundational_skills/reasoning/qna.yaml" in res.output
+    leaves = [leaf["leaf"] for leaf in json.loads((tmp_path / "ds" / "manifest.json").read_text())["leaves"]]
+    assert len(leaves) == 3 and not any("foundational" in leaf for leaf in leaves)

@@ -54,7 +54,7 @@ def generate(taxonomy_path: str | None, taxonomy_base: str | None, endpoint_url:
     if g.num_samples < 1 or g.max_concurrency < 1:
         raise click.UsageError("--num-samples and --max-concurrency must be at least 1")
     out, manifest = generate_dataset(req, console=console, show_progress=not quiet,
-                                     echo=lambda msg: console.print(msg, highlight=False))
+                                     echo=lambda msg: console.print(msg, highlight=False, soft_wrap=True))
     files = manifest["files"]
     console.print(f"Dataset: {out}\n  train: {files['train_all.jsonl']} samples "
                   f"({files['train_knowledge.jsonl']} knowledge, {files['train_skills.jsonl']} skills), "
