@@ -122,6 +122,14 @@ def test_transformers_server_over_http(tiny_hf_model):
                              json={"prompt": "abc", "max_tokens": 5, "stream": True}) as r:
                 data = [line for line in r.iter_lines() if line]
             assert data[-1] == "data: [DONE]" and len(data) >= 3
+            # A client that hangs up mid-stream frees the model for the next request.
+            with http.stream("POST", "/completions", headers=headers,
+                             json={"prompt": "abc", "max_tokens": 400, "stream": True}) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        break
+            again = http.post("/completions", headers=headers, json={"prompt": "abc", "max_tokens": 3})
+            assert again.json()["usage"]["completion_tokens"] == 3
 
 
 @pytest.mark.slow

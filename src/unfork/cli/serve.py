@@ -60,7 +60,7 @@ def serve(model: str | None, startup_timeout: float, verbose: bool, **flags) -> 
         try:
             proc = start_server(spec, s.host, s.port, echo=verbose, timeout=startup_timeout)
             click.echo(f"Serving '{spec.model_id}' at {url}/v1 (ready in {time.monotonic() - started:.1f} s; "
-                       f"{s.parallel} parallel, context {s.ctx_size}"
+                       f"{s.parallel if backend != 'transformers' else 1} at a time, context {s.ctx_size}"
                        f"{', API key required' if s.api_key else ''}). Press Ctrl-C to stop.", err=True)
             rc = proc.proc.wait()
             # The engine stopped on its own: that is a failure, say why.
