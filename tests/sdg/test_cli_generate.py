@@ -57,9 +57,9 @@ def test_generate_writes_a_complete_dataset_and_a_rerun_reuses_it(taxonomy, tmp_
         first = len(chats(fake))
         assert fake.max_in_flight <= 3
         res2 = invoke(*generate_args(taxonomy, [fake.url], tmp_path / "ds2", "--taxonomy-base", "main",
-                                     "--num-samples", "4", "--max-concurrency", "3"))
+                                     "--num-samples", "4", "--max-concurrency", "2"))
         assert res2.exit_code == 0, res2.output
-        assert len(chats(fake)) == first  # every leaf came from the cache
+        assert len(chats(fake)) == first  # every leaf came from the cache, whatever the concurrency
     manifest = json.loads((out / "manifest.json").read_text())
     leaves = {leaf["leaf"]: leaf for leaf in manifest["leaves"]}
     assert set(leaves) == {"compositional_skills/writing/freeform/haiku",

@@ -229,7 +229,7 @@ async def generate(leaves: list[Leaf], pipeline: Pipeline, teacher: Teacher, *, 
     await teacher.setup()
     runs = []
     for leaf in leaves:
-        settings = {"seed": seed, "teacher": teacher.model, "window": teacher.context_window}
+        settings = {"seed": seed, "teacher": teacher.model}  # not the concurrency or window: a rerun may change them
         key = leaf.cache_key(pipeline.hash, settings)
         run = LeafRun(leaf, pipeline, teacher, cache_root / key, target=target, seed=seed, key=key)
         (cache_root / key).mkdir(parents=True, exist_ok=True)
