@@ -136,3 +136,11 @@ def test_without_endpoint_a_temporary_server_is_started_and_stopped(server, monk
     result = CliRunner().invoke(cli, ["model", "chat", "-qq", "hello"])
     assert result.exit_code == 0, result.output
     assert calls[0][1] == "configured-chat-model"
+
+
+def test_interactive_chat_with_a_dead_endpoint_fails_fast_and_clearly():
+    with FakeOpenAI() as srv:
+        url = srv.url
+    r = unfork("model", "chat", "--endpoint-url", url, input="hello\n", timeout=30)
+    assert r.returncode == 1
+    assert f"cannot reach {url}" in r.stderr and "Traceback" not in r.stderr

@@ -172,6 +172,7 @@ def test_server_error_keeps_the_conversation_valid(server, tmp_path):
     server.push(Reply(status=400, body={"error": {"message": "bad temperature"}}), Reply(text="ok now"))
     repl, out = make_repl(server, ["first", "second"], tmp_path)
     run(repl)
+    assert out.getvalue().startswith("Error: ")  # no stray blank line for an answer that never came
     assert "bad temperature" in out.getvalue()
     assert [m["content"] for m in sent(server)[1]] == ["Be brief.", "second"]  # the failed question is gone
     assert [m["role"] for m in repl.conversation.turns] == ["user", "assistant"]

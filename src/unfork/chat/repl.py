@@ -230,7 +230,10 @@ class _PlainAnswer:
         self.out.flush()
 
     def end(self, interrupted: bool) -> None:
-        self.out.write(" [interrupted]\n" if interrupted else "\n")
+        if interrupted:
+            self.out.write(" [interrupted]\n" if self.text else "[interrupted]\n")
+        elif self.text:
+            self.out.write("\n")
         self.out.flush()
 
 
@@ -332,7 +335,7 @@ class _LiveAnswer:
                 from rich.markdown import Markdown
 
                 self.console.print(Markdown(self.text))
-        else:
+        elif self.text:
             self.console.file.write("\n")
         if interrupted:
             self.console.print("[dim]\\[interrupted][/dim]")
