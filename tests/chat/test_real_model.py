@@ -77,3 +77,20 @@ def test_blocking_stream_with_the_real_server(llama):
     pieces = list(stream)
     assert len(pieces) > 1 and "".join(pieces).strip()
     assert stream.finish_reason in ("stop", "length")
+
+
+def test_interactive_chat_with_a_real_model_in_a_terminal(gguf, llama):
+    """The whole interactive path: unfork starts llama-server itself, chats, and stops it on /q."""
+    pexpect = pytest.importorskip("pexpect")
+    env = {**os.environ, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1", "NO_COLOR": "1"}
+    child = pexpect.spawn(UNFORK, ["model", "chat", "-m", str(gguf), "--temperature", "0", "--max-tokens", "16",
+                                   "--no-markdown"], env=env, encoding="utf-8", timeout=240, dimensions=(40, 120))
+    child.expect("Chatting with")
+    child.expect(">>>")
+    child.sendline("What is 2+2? Reply with the number only.")
+    child.expect("4")
+    child.expect(">>>")
+    child.sendline("/q")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
