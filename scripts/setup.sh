@@ -31,7 +31,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check --quiet)
 # The CPU build of torch, pinned: an unpinned torch pulls a multi-GB CUDA build.
 # On a GPU machine install the torch build for your CUDA first; this line then keeps it.
 .venv/bin/python -c "import torch" 2>/dev/null || "${PIP[@]}" install "torch==2.13.0"
-extras="convert,hf"
+extras="convert,hf,transformers,pdf"
 [[ $DEV == 1 ]] && extras="dev,$extras"
 "${PIP[@]}" install -e ".[$extras]"
 
