@@ -43,3 +43,14 @@ def real_model_file(name: str) -> Path:
     if not found:
         missing(f"model {name} is not downloaded: run '.venv/bin/unfork model download {name}'")
     return found[0]
+
+
+def real_llama_server() -> Path:
+    """llama.cpp's llama-server as built by scripts/build_llama_cpp.sh, or skip/fail with how to build it."""
+    from unfork.errors import UserError
+    from unfork.serve.llama_cpp import find_llama_server
+
+    try:
+        return Path(find_llama_server())
+    except UserError:
+        missing("llama-server is not built: run scripts/build_llama_cpp.sh")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import real_llama_server, real_model_file
 from unfork.chat.engine import ChatEngine
 from unfork.chat.session import Conversation
 from unfork.client import ClientSettings, ContextOverflowError, OpenAIClient, stream_chat_blocking
@@ -23,21 +24,12 @@ UNFORK = str(Path(sys.executable).with_name("unfork"))
 @pytest.fixture(scope="module")
 def gguf() -> Path:
     explicit = os.environ.get("UNFORK_TEST_GGUF")
-    found = [Path(explicit)] if explicit else sorted((REPO / ".cache" / "gguf").glob("qwen2.5-coder-0.5b-instruct*.gguf"))
-    if not found or not found[0].is_file():
-        pytest.skip("no Qwen2.5-Coder-0.5B GGUF: set UNFORK_TEST_GGUF or put it in .cache/gguf/")
-    return found[0]
+    return Path(explicit) if explicit else real_model_file("qwen2.5-coder-0.5b-instruct")
 
 
 @pytest.fixture(scope="module")
 def llama(gguf):
-    from unfork.errors import UserError
-    from unfork.serve.llama_cpp import find_llama_server
-
-    try:
-        find_llama_server()
-    except UserError:
-        pytest.skip("llama-server is not built (scripts/build_llama_cpp.sh)")
+    real_llama_server()
     from unfork.serve.launch import running_server
 
     with running_server(str(gguf), backend="llama-cpp", parallel=1, ctx_size=1024) as ep:
