@@ -2,9 +2,10 @@
 
 unfork serves GGUF models by starting llama-server itself on the requested
 port (no proxy), so the two should be the same speed; this measures it. For
-each model, both servers get the same flags and the same streamed requests
-(fixed prompt, temperature 0), one stream and then N concurrent streams,
-alternating between the two for a few rounds; medians are reported.
+each model, both servers run side by side with the same flags and get the
+same streamed requests (fixed prompt, temperature 0), one stream and then N
+concurrent streams, one server at a time, alternating for a few rounds;
+medians are reported.
 
     .venv/bin/python bench/bench_serve.py                  # fast teacher (0.5B)
     .venv/bin/python bench/bench_serve.py --models all     # and the default teacher (1.5B)
@@ -139,24 +140,29 @@ def main() -> None:
     ggufs = [args.gguf] if args.gguf else [find_gguf(name) for name in MODELS[args.models]]
 
     rows = []
+    load_start = os.getloadavg()[0]
     for gguf in ggufs:
         samples: dict[tuple[str, int], list[dict]] = {}
-        for rnd in range(args.rounds):
-            order = ["llama-server", "unfork"] if rnd % 2 == 0 else ["unfork", "llama-server"]
-            for mode in order:
+        # Both servers stay up (an idle llama-server costs no CPU) and their batches alternate, so a
+        # change in the machine's load hits both alike.
+        servers = {}
+        try:
+            for mode in ("llama-server", "unfork"):
                 port = free_port()
-                proc = start(mode, gguf, port, args.parallel, args.ctx_size)
-                url = f"http://127.0.0.1:{port}"
-                try:
-                    asyncio.run(batch(url, gguf.stem, 1, 8))  # warm-up
-                    for n in levels:
-                        r = asyncio.run(batch(url, gguf.stem, n, args.max_tokens))
+                servers[mode] = (start(mode, gguf, port, args.parallel, args.ctx_size), f"http://127.0.0.1:{port}")
+                asyncio.run(batch(servers[mode][1], gguf.stem, 1, 8))  # warm-up
+            for rnd in range(args.rounds):
+                for n in levels:
+                    order = ["llama-server", "unfork"] if (rnd + n) % 2 == 0 else ["unfork", "llama-server"]
+                    for mode in order:
+                        r = asyncio.run(batch(servers[mode][1], gguf.stem, n, args.max_tokens))
                         samples.setdefault((mode, n), []).append(r)
                         print(f"  {gguf.stem} round {rnd + 1} {mode:12s} {n} streams: "
                               f"ttft {r['ttft']:.2f}s, stream {r['stream_tps']:.1f} tok/s, "
                               f"total {r['total_tps']:.1f} tok/s, overlapped={r['overlapped']}", flush=True)
-                finally:
-                    stop(proc)
+        finally:
+            for proc, _ in servers.values():
+                stop(proc)
         for n in levels:
             med = {mode: {k: statistics.median(s[k] for s in samples[(mode, n)])
                           for k in ("ttft", "stream_tps", "total_tps")} for mode in ("llama-server", "unfork")}
@@ -167,7 +173,8 @@ def main() -> None:
                          "ratio_ttft": med["unfork"]["ttft"] / med["llama-server"]["ttft"]})
 
     print(f"\nmedians of {args.rounds} rounds, max_tokens {args.max_tokens}, -np {args.parallel}, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f} "
+          f"(at the start {load_start:.1f})")
     head = (f"{'model':34s} {'streams':>7s} {'TTFT direct':>11s} {'TTFT unfork':>11s} "
             f"{'tok/s direct':>12s} {'tok/s unfork':>12s} {'unfork/direct':>13s} {'overhead':>8s}")
     print(head)
