@@ -119,6 +119,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--ilab", action="store_true", help="also run InstructLab's ilab data generate --pipeline simple")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (datasets, journals) for a look")
     args = ap.parse_args()
 
     from unfork.config import load_config
@@ -136,7 +137,10 @@ def main() -> None:
             if args.ilab:
                 report["ilab"] = run_ilab(ep.base_url, ep.api_key, ep.model, args, work)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     u, p = report["unfork"], report["peak"]
     report["utilization"] = round(u["completion_tokens_per_s"] / p["completion_tokens_per_s"], 3)
     ilab = report.get("ilab", {})

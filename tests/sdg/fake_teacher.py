@@ -41,7 +41,7 @@ def script(body: dict[str, Any]) -> str:
     prompt = body["messages"][-1]["content"]
     seed = body.get("seed", 0)
     n = _n(prompt)
-    if "new requests for the same task" in prompt:
+    if "new requests of the same kind" in prompt:
         return "\n".join(f"{i}. Write a haiku about {word(seed, i, 1)} {word(seed, i, 2)} {word(seed, i, 3)}."
                          for i in range(1, n + 1)) + "\n"
     if prompt.startswith("Task:") and "Rate each numbered request" in prompt:

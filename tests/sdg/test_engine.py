@@ -57,7 +57,7 @@ def chats(fake):
 
 def script(body):
     prompt = body["messages"][-1]["content"]
-    if "new requests for the same task" in prompt:
+    if "new requests of the same kind" in prompt:
         return Reply(text=f"1. {KITE}\n2. Write a haiku about a kite over the dunes!\n"
                           "3. Compose a haiku on morning trains.\n4. Tell me a joke about cats.\n")
     if "Rate each numbered request" in prompt:
@@ -117,7 +117,8 @@ def test_full_freeform_flow_exact_rows_messages_and_rejections(leaf, tmp_path):
                                     "- Write a haiku about rain.\n- Write a haiku about snow.\n"
                                     "- Write a haiku about the sea.\n- Write a haiku about a city.\n"
                                     "- Write a haiku about bread.\n\n"
-                                    "Write 5 new requests for the same task. Make each one concrete, "
+                                    "Write 5 new requests of the same kind: instructions a user would give, "
+                                    "not their answers. Make each one concrete, "
                                     "self-contained and different from the ones above and from each other. "
                                     "Reply with a numbered list (1., 2., ...) of the requests only."}]
     assert first["temperature"] == 1.0 and first["max_tokens"] == 320 and isinstance(first["seed"], int)
