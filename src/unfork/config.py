@@ -91,13 +91,13 @@ class TrainConfig:
     lora_alpha: float = _f(16.0, "LoRA alpha (the update is scaled by alpha / rank).")
     lora_target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                          "down_proj"], "Linear layers that get LoRA adapters.")
-    micro_batch_tokens: int = _f(0, "Tokens per packed forward pass; 0: max_seq_len x 4.")
+    micro_batch_tokens: int = _f(1024, "Tokens per forward pass, as rows of up to max_seq_len packed samples "
+                                       "(memory grows with it; accumulation makes up the effective batch).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass (less memory, ~30% slower).")
     warmup_steps: int = _f(0, "Linear warm-up steps; 0: 5% of the steps.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm; 0 turns it off.")
     save_steps: int = _f(0, "Also checkpoint every N optimizer steps; 0: at the end of each epoch only.")
     keep_checkpoints: int = _f(2, "Resumable checkpoints kept per run (the best of each phase is kept apart).")
-    parallel: str = _f("ddp", "Data-parallel mode under torchrun.", choices=("ddp", "fsdp"))
     report_to: str = _f("none", "Also log metrics to TensorBoard or W&B.", choices=("none", "tensorboard", "wandb"))
 
 

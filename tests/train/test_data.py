@@ -8,7 +8,7 @@ import torch
 from tests.train.conftest import chat, tiny_model
 from unfork.train.data import (
     IGNORE,
-    MicroBatch,
+    Row,
     find_data,
     pack,
     padding_waste,
@@ -66,7 +66,7 @@ def test_rows_without_an_answer_are_dropped(tokenizer):
 
 def test_packing_targets_never_cross_samples(tokenizer):
     a, b = render(tokenizer, chat("a", "A")["messages"]), render(tokenizer, chat("b", "B")["messages"])
-    mb = MicroBatch()
+    mb = Row()
     mb.add(a)
     mb.add(b)
     assert mb.position_ids == list(range(len(a))) + list(range(len(b)))
@@ -81,7 +81,8 @@ def test_packed_row_gives_the_same_logits_as_separate_samples(tokenizer):
     """position_ids restarting at 0 (and no cache) make transformers use a block-diagonal causal mask."""
     model = tiny_model(len(tokenizer))
     samples = [render(tokenizer, chat(q, a)["messages"]) for q, a in [("one", "1"), ("two?", "2!"), ("3", "three")]]
-    (mb,) = pack(samples, token_budget=10_000)
+    (mb,) = pack(samples, 10_000)
+    assert len(mb.rows) == 1
     ids, pos, _ = mb.tensors()
     with torch.no_grad():
         packed = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0]
@@ -92,13 +93,30 @@ def test_packed_row_gives_the_same_logits_as_separate_samples(tokenizer):
             offset += len(s)
 
 
-def test_pack_respects_the_budget_and_keeps_every_sample(tokenizer):
+def test_pack_fills_rows_and_keeps_every_sample(tokenizer):
     samples = [render(tokenizer, chat("q" * n, "a" * n)["messages"]) for n in (1, 5, 9, 30, 2, 60)]
-    budget = max(len(s) for s in samples)
-    batches = pack(samples, budget)
-    assert all(len(b.input_ids) <= budget for b in batches)
-    assert sum(b.n_samples for b in batches) == len(samples)
-    assert sum(len(b.input_ids) for b in batches) == sum(len(s) for s in samples)  # no padding at all
+    row_len = max(len(s) for s in samples)
+    batches = pack(samples, row_len, rows_per_batch=2)
+    rows = [r for b in batches for r in b.rows]
+    assert all(len(r) <= row_len for r in rows) and all(len(b.rows) <= 2 for b in batches)
+    assert sum(r.n_samples for r in rows) == len(samples)
+    assert sum(len(r) for r in rows) == sum(len(s) for s in samples)
+    assert len(rows) < len(samples)  # short samples share rows
+
+
+def test_short_rows_are_padded_with_a_separate_segment(tokenizer):
+    model = tiny_model(len(tokenizer))
+    long_, short = (render(tokenizer, chat(q, a)["messages"]) for q, a in [("long question", "long answer"), ("q", "a")])
+    (mb,) = pack([long_, short], len(long_), rows_per_batch=2)
+    ids, pos, tgt = mb.tensors(pad_id=7)
+    assert ids.shape == (2, len(long_))
+    pad = len(long_) - len(short)
+    assert pos[1].tolist() == list(range(len(short))) + list(range(pad))
+    assert (tgt[1, len(short):] == IGNORE).all()
+    with torch.no_grad():
+        batched = model(input_ids=ids, position_ids=pos, use_cache=False).logits[1, : len(short)]
+        alone = model(input_ids=torch.tensor([short.ids])).logits[0]
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
 
 
 def test_step_plan_is_a_seeded_permutation():

@@ -52,7 +52,7 @@ def test_masked_positions_get_no_gradient(tokenizer):
     model.model.norm.register_forward_hook(keep)
     CausalLMLoss(model)(*mb.tensors()).backward()
     grad = captured["h"].grad[0].abs().sum(-1)
-    targets = torch.tensor(mb.targets)
+    targets = torch.tensor(mb.rows[0].targets)
     assert (grad[targets == IGNORE] == 0).all()
     assert (grad[targets != IGNORE] > 0).all()
     assert int((targets != IGNORE).sum()) == len(tokenizer("Sky.<|im_end|>\n", add_special_tokens=False)["input_ids"])

@@ -9,9 +9,11 @@
   shuffle per epoch, ``effective_batch_size`` samples a step), and which rank
   gets which of them.
 * :func:`pack` puts a rank's samples for one step into padding-free
-  micro-batches: samples are concatenated in one row with ``position_ids``
-  restarting at 0 for each, which transformers turns into a block-diagonal
-  causal mask, so no sample sees another and no compute goes to padding.
+  micro-batches: samples are concatenated in rows of up to ``max_seq_len``
+  tokens with ``position_ids`` restarting at 0 for each, which transformers
+  turns into a block-diagonal causal mask, so no sample sees another and
+  almost no compute goes to padding. Rows, not one long sequence: attention
+  costs the square of the row length.
 
 Targets are shifted here (``targets[t]`` is the token to predict after
 position ``t``, or -100), so a sample's last token never predicts the next
@@ -167,11 +169,16 @@ def shard(indices: Sequence[int], samples: Sequence[Sample], rank: int, world: i
 
 
 @dataclass
-class MicroBatch:
+class Row:
+    """Samples concatenated in one sequence, ``position_ids`` restarting at 0 for each."""
+
     input_ids: list[int] = field(default_factory=list)
     position_ids: list[int] = field(default_factory=list)
     targets: list[int] = field(default_factory=list)
     n_samples: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
 
     @property
     def n_targets(self) -> int:
@@ -183,33 +190,74 @@ class MicroBatch:
         self.targets += [s.ids[t + 1] if s.mask[t + 1] else IGNORE for t in range(len(s) - 1)] + [IGNORE]
         self.n_samples += 1
 
-    def tensors(self, device: Any = "cpu") -> tuple[Any, Any, Any]:
+
+@dataclass
+class MicroBatch:
+    """Rows of packed samples run in one forward pass: ``(rows, longest row)`` tensors.
+
+    A shorter row is filled up with a padding segment whose positions restart
+    at 0: it is a sequence of its own, so no real token attends to it, and it
+    has no targets.
+    """
+
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(r) for r in self.rows)
+
+    @property
+    def n_targets(self) -> int:
+        return sum(r.n_targets for r in self.rows)
+
+    @property
+    def n_samples(self) -> int:
+        return sum(r.n_samples for r in self.rows)
+
+    def tensors(self, device: Any = "cpu", pad_id: int = 0) -> tuple[Any, Any, Any]:
         import torch
 
-        def t(x: list[int]) -> Any:
-            return torch.tensor([x], dtype=torch.long, device=device)
+        width = max(len(r) for r in self.rows)
+        ids, pos, tgt = [], [], []
+        for r in self.rows:
+            pad = width - len(r)
+            ids.append(r.input_ids + [pad_id] * pad)
+            pos.append(r.position_ids + list(range(pad)))
+            tgt.append(r.targets + [IGNORE] * pad)
 
-        return t(self.input_ids), t(self.position_ids), t(self.targets)
+        def t(x: list[list[int]]) -> Any:
+            return torch.tensor(x, dtype=torch.long, device=device)
+
+        return t(ids), t(pos), t(tgt)
 
 
-def pack(samples: Sequence[Sample], token_budget: int) -> list[MicroBatch]:
-    """Padding-free micro-batches of at most ``token_budget`` tokens (a longer sample goes alone).
+def pack(samples: Sequence[Sample], row_len: int, rows_per_batch: int = 1) -> list[MicroBatch]:
+    """Padding-free micro-batches: rows of at most ``row_len`` tokens, ``rows_per_batch`` rows each.
 
-    First-fit decreasing: few micro-batches, each filled close to the budget.
-    The gradient does not depend on how samples are grouped (the loss is a
-    sum over target tokens divided by the step's total), only speed does.
+    First-fit decreasing fills each row close to ``row_len`` (a longer sample
+    gets a row alone); rows of similar length share a micro-batch, so the only
+    padding is what the shortest row of a micro-batch lacks. The gradient does
+    not depend on this grouping (the loss is a sum over target tokens divided
+    by the step's total), only the speed and memory do.
     """
-    bins: list[MicroBatch] = []
+    rows: list[Row] = []
     for s in sorted(samples, key=len, reverse=True):
-        for b in bins:
-            if len(b.input_ids) + len(s) <= token_budget:
-                b.add(s)
+        for r in rows:
+            if len(r) + len(s) <= row_len:
+                r.add(s)
                 break
         else:
-            b = MicroBatch()
-            b.add(s)
-            bins.append(b)
-    return bins
+            r = Row()
+            r.add(s)
+            rows.append(r)
+    rows.sort(key=len, reverse=True)
+    return [MicroBatch(rows[i: i + rows_per_batch]) for i in range(0, len(rows), rows_per_batch)]
+
+
+def batch_shape(max_seq_len: int, micro_batch_tokens: int) -> tuple[int, int]:
+    """``(row_len, rows_per_batch)`` for a forward pass of about ``micro_batch_tokens`` tokens."""
+    row_len = max(1, min(max_seq_len, micro_batch_tokens))
+    return row_len, max(1, micro_batch_tokens // row_len)
 
 
 def padding_waste(lengths: Sequence[int], micro_batch_size: int, *, sort: bool = False) -> float:

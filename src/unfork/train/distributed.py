@@ -2,10 +2,9 @@
 
 ``unfork model train`` run under ``torchrun --nproc-per-node N -m unfork model train ...``
 finds ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in the environment, joins the
-process group (NCCL on CUDA, gloo on CPU) and wraps the loss module in DDP, or
-shards it with FSDP (``fully_shard``) for a full fine-tune that does not fit
-one device. Without those variables it is a single process and nothing here
-does anything.
+process group (NCCL on CUDA, gloo on CPU) and wraps the loss module in DDP.
+Without those variables it is a single process and nothing here does anything.
+(Sharding a model that does not fit one device, FSDP, is not wired in yet.)
 """
 
 from __future__ import annotations
@@ -74,16 +73,9 @@ def barrier(dist: Dist) -> None:
         td.barrier()
 
 
-def wrap(module: torch.nn.Module, dist: Dist, device: torch.device, strategy: str) -> torch.nn.Module:
-    """``module`` as DDP, or sharded with FSDP2 (layers of ``module.model.model.layers`` first)."""
+def wrap(module: torch.nn.Module, dist: Dist, device: torch.device) -> torch.nn.Module:
+    """``module`` wrapped in DDP when there are several processes (each holds a whole replica)."""
     if not dist.active:
-        return module
-    if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
-        for layer in getattr(getattr(module.model, "model", module.model), "layers", []):
-            fully_shard(layer)
-        fully_shard(module)
         return module
     from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -46,6 +46,7 @@ from unfork.train.data import (
     IGNORE,
     DataFiles,
     Prepared,
+    batch_shape,
     find_data,
     pack,
     prepare,
@@ -138,7 +139,7 @@ def plan_phases(files: DataFiles, strategy: str, replay_fraction: float, seed: i
 
 def run_key(settings: dict[str, Any]) -> str:
     """What makes two runs the same run (a rerun resumes it): everything but where it runs."""
-    same = {k: v for k, v in settings.items() if k not in ("device", "keep_checkpoints", "report_to")}
+    same = {k: v for k, v in settings.items() if k not in ("device", "keep_checkpoints", "save_steps", "report_to")}
     return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()
 
 
@@ -155,7 +156,7 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
 
 
 @torch.no_grad()
-def held_out_loss(loss_fn: nn.Module, data: Prepared, budget: int, device: torch.device,
+def held_out_loss(loss_fn: nn.Module, data: Prepared, shape: tuple[int, int], device: torch.device,
                   dist: distributed.Dist, autocast: Any) -> float | None:
     """Mean loss per assistant token over ``data`` (split across processes)."""
     if not data.samples:
@@ -164,7 +165,7 @@ def held_out_loss(loss_fn: nn.Module, data: Prepared, budget: int, device: torch
     total = 0.0
     was_training = loss_fn.training
     loss_fn.eval()
-    for mb in pack([data.samples[i] for i in mine], budget):
+    for mb in pack([data.samples[i] for i in mine], *shape):
         with autocast():
             total += float(loss_fn(*mb.tensors(device)))
     loss_fn.train(was_training)
@@ -208,12 +209,12 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
         if not tr.samples:
             raise UserError(f"phase '{p.name}': no sample fits in --max-seq-len {cfg.max_seq_len} "
                             f"({tr.dropped_too_long} too long, longest {tr.longest_dropped} tokens)")
-    budget = cfg.micro_batch_tokens or cfg.max_seq_len * 4
+    shape = batch_shape(cfg.max_seq_len, cfg.micro_batch_tokens)
 
     # 3. The run folder: a rerun of the same settings on the same data resumes it.
     manifest = files.manifest()
     settings = {**dataclasses.asdict(cfg), "model": str(base.path), "model_name": base.name,
-                "data": {k: v["sha256"] for k, v in manifest["files"].items()}, "world_size": dist.world}
+                "data": {k: v["sha256"] for k, v in manifest["files"].items()}}
     key = run_key(settings)
     run = Path(output_dir) if output_dir else get_paths().checkpoints_dir / f"{base.name}-{cfg.method}-{key[:8]}"
     info_path = run / "training.json"
@@ -225,16 +226,23 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
             if old.get("key") != key:
                 raise UserError(f"{run} holds a run with other settings or data",
                                 hint="pass --fresh to start over there, or another --output-dir")
-            if (run / "final" / "config.json").is_file():
-                print(f"{run} is already trained (pass --fresh to train again)")
-                distributed.teardown(dist)
-                return run
+    distributed.barrier(dist)
+    if (run / "final" / "config.json").is_file():
+        if dist.main:
+            print(f"{run} is already trained (pass --fresh to train again)")
+        distributed.teardown(dist)
+        return run
+    if dist.main:
         run.mkdir(parents=True, exist_ok=True)
         (run / "data_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        info = {"key": key, "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        old_info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+        info = {"key": key, "started": old_info.get("started", started),
+                "resumed": old_info.get("resumed", []) + ([started] if old_info else []),
                 "settings": settings, "dtype": str(dtype).removeprefix("torch."), "device": str(device),
+                "world_size": dist.world,
                 "data": {p.name: {"train": tr.summary(), "test": te.summary()} for p, tr, te in prepared},
-                "phases": {}}
+                "phases": old_info.get("phases", {})}
         info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     distributed.barrier(dist)
     info = json.loads(info_path.read_text(encoding="utf-8"))
@@ -254,7 +262,7 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
     if lora:
         apply_lora(net, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules)
     net.train()
-    loss_fn = distributed.wrap(CausalLMLoss(net), dist, device, cfg.parallel)
+    loss_fn = distributed.wrap(CausalLMLoss(net), dist, device)
 
     def autocast():
         if lora or dtype == torch.float32:
@@ -294,15 +302,15 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
                 step_samples = plan[pos.step_in_epoch]
                 step_targets = sum(train_data.samples[i].n_targets for i in step_samples)
                 mine = shard(step_samples, train_data.samples, dist.rank, dist.world)
-                batches = pack([train_data.samples[i] for i in mine], budget)
+                batches = pack([train_data.samples[i] for i in mine], *shape)
                 loss_sum = tokens = 0.0
                 if not batches:  # more processes than samples in this step: join the gradient sync with zero
-                    batches, scale_zero = pack([train_data.samples[step_samples[0]]], budget), True
+                    batches, scale_zero = pack([train_data.samples[step_samples[0]]], *shape), True
                 else:
                     scale_zero = False
                 for k, mb in enumerate(batches):
                     sync = k == len(batches) - 1
-                    ctx = loss_fn.no_sync() if dist.active and not sync and hasattr(loss_fn, "no_sync") else _null()
+                    ctx = loss_fn.no_sync() if dist.active and not sync else _null()
                     with ctx, autocast():
                         out = loss_fn(*mb.tensors(device))
                         # DDP averages gradients over processes; the step's loss is a global sum / global count.
@@ -310,7 +318,7 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
                     scaled.backward()
                     if not scale_zero:
                         loss_sum += float(out.detach())
-                        tokens += len(mb.input_ids)
+                        tokens += mb.n_tokens
                 if cfg.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
@@ -321,17 +329,18 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
 
                 step_loss = distributed.all_sum(dist, loss_sum, device) / step_targets
                 tokens = distributed.all_sum(dist, tokens, device)
-                tps = tokens / (time.monotonic() - t0)
+                seconds = time.monotonic() - t0
+                tps = tokens / seconds
                 report.advance(step_loss, tps)
                 report.log({"phase": phase.name, "epoch": pos.epoch, "global_step": pos.global_step,
                             "loss": round(step_loss, 6), "lr": scheduler.get_last_lr()[0],
-                            "tokens": int(tokens), "tokens_per_s": round(tps, 1)})
+                            "tokens": int(tokens), "tokens_per_s": round(tps, 1), "seconds": round(seconds, 4)})
                 if cfg.save_steps and pos.global_step % cfg.save_steps == 0 and pos.step_in_epoch < len(plan):
                     _checkpoint(ckpt_dir, net, optimizer, scheduler, pos, settings, cfg.keep_checkpoints, dist)
 
             # End of an epoch: held-out loss (or the evaluation hook), keep the best, checkpoint.
             pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
-            score = held_out_loss(loss_fn, test_data, budget, device, dist, autocast)
+            score = held_out_loss(loss_fn, test_data, shape, device, dist, autocast)
             if eval_hook is not None:
                 score = eval_hook(net, tokenizer, phase.name, pos.epoch)
             report.log({"phase": phase.name, "epoch": pos.epoch, "global_step": pos.global_step,
@@ -351,6 +360,8 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
         checkpoint.load_trainable_state(net, load_file(str(best_path)))
         info["phases"][phase.name] = {"best_epoch": pos.best_epoch, "best_eval_loss": pos.best_eval_loss,
                                       "steps": pos.global_step}
+        if dist.main:
+            info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         resume_from = None
         pos = checkpoint.Position(phase=phase_index + 1)
 
