@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import textwrap
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +38,29 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def listener_pids(port: int) -> set[int]:
+    """Processes holding the listening TCP socket of ``port`` (read from /proc, Linux)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "0A":
+                inodes.add(f"socket:[{cols[9]}]")
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                    pids.add(int(proc.name))
+            except OSError:
+                continue
+    return pids
 
 
 def get_json(url: str) -> dict:
@@ -179,6 +204,8 @@ def test_serve_stops_cleanly_on_signal(fake_llama, fake_gguf, tmp_path, monkeypa
         assert f"http://127.0.0.1:{port}/v1" in line
         assert get_json(f"http://127.0.0.1:{port}/health") == {"status": "ok"}
         pid = int((tmp_path / "pid").read_text())
+        # No proxy: the engine itself holds the user's port.
+        assert listener_pids(port) == {pid}
         proc.send_signal(sig)
         assert proc.wait(15) == 0
         assert "Server stopped." in proc.stderr.read()
