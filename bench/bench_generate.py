@@ -3,6 +3,7 @@
     python bench/bench_generate.py                      # default teacher, example taxonomy, full pipeline
     python bench/bench_generate.py --pipeline simple --num-samples 10 --concurrency 4
     python bench/bench_generate.py --model qwen2.5-coder-0.5b-instruct
+    python bench/bench_generate.py --minutes 10         # a fixed time window on a busy machine
     python bench/bench_generate.py --ilab               # also InstructLab's `ilab data generate --pipeline simple`
 
 One llama.cpp server (``running_server``, ``--parallel`` = concurrency) serves
@@ -11,8 +12,9 @@ every phase of the run:
 1. peak: ``concurrency`` identical-length requests at once, each forced to
    generate ``--peak-tokens`` tokens: the most completion tokens per second
    this server gives at this concurrency (best of two rounds);
-2. unfork: ``unfork data generate`` (in process, fresh cache) on a fresh copy
-   of the bundled example taxonomy against that server;
+2. unfork: the SDG engine (in process, fresh cache) on a fresh copy of the
+   bundled example taxonomy against that server, until every leaf has its
+   samples or ``--minutes`` have passed (then it counts what was journaled);
 3. (``--ilab``, when ``.bench/ilab-venv`` exists) ``ilab data generate
    --pipeline simple`` against the same server and taxonomy.
 
@@ -37,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 
-async def peak(url: str, key: str, model: str, concurrency: int, tokens: int) -> dict:
+async def peak(url: str, key: str, model: str, concurrency: int, tokens: int, rounds: int) -> dict:
     from unfork.client import ClientSettings, OpenAIClient
 
     client = OpenAIClient(ClientSettings(url, api_key=key, max_concurrency=concurrency), model=model)
@@ -45,7 +47,7 @@ async def peak(url: str, key: str, model: str, concurrency: int, tokens: int) ->
     best = {}
     try:
         await client.chat(msgs, max_tokens=8)  # load the model's pages before timing
-        for _ in range(2):
+        for _ in range(rounds):
             t0 = time.perf_counter()
             results = await asyncio.gather(*(client.chat(msgs, max_tokens=tokens, temperature=0.8, seed=i,
                                                          ignore_eos=True) for i in range(concurrency)))
@@ -59,28 +61,50 @@ async def peak(url: str, key: str, model: str, concurrency: int, tokens: int) ->
 
 
 def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: Path) -> dict:
-    from unfork.sdg.run import GenerateRequest, generate_dataset
+    """Generate on a fresh copy of the example taxonomy; with ``--minutes``, stop after that long."""
+    from unfork.client import ClientSettings, OpenAIClient
+    from unfork.sdg.engine import Teacher, generate
+    from unfork.sdg.journal import Journal
+    from unfork.sdg.leaves import load_documents
+    from unfork.sdg.pipeline import load_pipeline
+    from unfork.sdg.run import GenerateRequest, select_leaves
     from unfork.taxonomy.examples import prepare_example_taxonomy
 
     taxonomy = prepare_example_taxonomy(work / "taxonomy-unfork")
-    os.environ["UNFORK_HOME"] = str(work / "home")  # fresh SDG cache: nothing replayed
-    req = GenerateRequest(taxonomy=taxonomy, base="empty", pipeline=args.pipeline, num_samples=args.num_samples,
-                          max_concurrency=args.concurrency, endpoint_urls=[url], model=model, api_key=key,
-                          output_dir=work / "unfork-out", seed=args.seed)
-    t0 = time.perf_counter()
-    out, manifest = generate_dataset(req, show_progress=False, echo=lambda *_: None)
-    wall = time.perf_counter() - t0
-    accepted = sum(leaf["accepted"] for leaf in manifest["leaves"])
-    teacher = manifest["stats"]["teacher"]
-    return {"accepted": accepted, "seconds": round(wall, 1),
-            "accepted_per_min": round(accepted / wall * 60, 2),
-            "completion_tokens": teacher.get("completion_tokens", 0),
-            "completion_tokens_per_s": round(teacher.get("completion_tokens", 0) / wall, 2),
-            "requests": teacher.get("requests", 0),
-            "per_leaf": {leaf["leaf"]: {"accepted": leaf["accepted"], "rejected": leaf["rejected"],
-                                        "top_rejections": dict(list(leaf["rejected_by_reason"].items())[:3])}
-                         for leaf in manifest["leaves"]},
-            "dataset": str(out)}
+    req = GenerateRequest(taxonomy=taxonomy, base="empty", pipeline=args.pipeline, num_samples=args.num_samples)
+    leaves = select_leaves(req, echo=lambda *_: None)
+    cache = work / "sdg-cache"  # fresh: nothing replayed
+
+    async def main() -> tuple[float, Teacher, bool]:
+        client = OpenAIClient(ClientSettings(url, api_key=key, max_concurrency=args.concurrency), model=model)
+        teacher = Teacher(client, model)
+        t0 = time.perf_counter()
+        timed_out = False
+        try:
+            await asyncio.wait_for(generate(
+                leaves, load_pipeline(args.pipeline), teacher, target=args.num_samples,
+                concurrency=args.concurrency, seed=args.seed, cache_root=cache,
+                documents=lambda leaf: load_documents(leaf, taxonomy, work / "docs")),
+                timeout=args.minutes * 60 if args.minutes else None)
+        except TimeoutError:
+            timed_out = True
+        finally:
+            await client.aclose()
+        return time.perf_counter() - t0, teacher, timed_out
+
+    wall, teacher, timed_out = asyncio.run(main())
+    per_leaf = {}
+    for folder in sorted(cache.iterdir()):
+        info = json.loads((folder / "leaf.json").read_text())
+        journal = Journal(folder / "journal.jsonl")
+        per_leaf[info["leaf"]] = {"accepted": len(journal.samples("accepted")),
+                                  "rejected": len(journal.samples("rejected")), "units": len(journal.units)}
+        journal.close()
+    accepted = sum(v["accepted"] for v in per_leaf.values())
+    tokens = sum(b[2] for b in teacher.busy)
+    return {"accepted": accepted, "seconds": round(wall, 1), "stopped_by_time_limit": timed_out,
+            "accepted_per_min": round(accepted / wall * 60, 2), "requests": len(teacher.busy),
+            "completion_tokens": tokens, "completion_tokens_per_s": round(tokens / wall, 2), "per_leaf": per_leaf}
 
 
 def run_ilab(url: str, key: str, model: str, args: argparse.Namespace, work: Path) -> dict:
@@ -116,6 +140,8 @@ def main() -> None:
     ap.add_argument("--num-samples", type=int, default=10)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--peak-tokens", type=int, default=96)
+    ap.add_argument("--peak-rounds", type=int, default=2)
+    ap.add_argument("--minutes", type=float, default=0, help="stop generating after this long (0: when done)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--ilab", action="store_true", help="also run InstructLab's ilab data generate --pipeline simple")
     ap.add_argument("--json", type=Path, default=None)
@@ -132,7 +158,9 @@ def main() -> None:
                     "concurrency": args.concurrency, "cpus": os.cpu_count()}
     try:
         with running_server(teacher, parallel=args.concurrency, ctx_size=args.concurrency * 2048, cfg=cfg) as ep:
-            report["peak"] = asyncio.run(peak(ep.base_url, ep.api_key, ep.model, args.concurrency, args.peak_tokens))
+            report["peak"] = asyncio.run(peak(ep.base_url, ep.api_key, ep.model, args.concurrency, args.peak_tokens,
+                                              args.peak_rounds))
+            print(f"peak: {report['peak']}", flush=True)
             report["unfork"] = run_unfork(ep.base_url, ep.api_key, ep.model, args, work)
             if args.ilab:
                 report["ilab"] = run_ilab(ep.base_url, ep.api_key, ep.model, args, work)

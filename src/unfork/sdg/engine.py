@@ -157,6 +157,7 @@ class LeafRun:
         from unfork.client import ClientError, ContextOverflowError
 
         self.result.requests += 1
+        started = time.time()
         try:
             res = await self.teacher.chat(messages, **params)
         except ContextOverflowError as exc:
@@ -166,7 +167,8 @@ class LeafRun:
                 raise
             return Reply(key=key, error=f"teacher error: {exc.message}")
         self.log.put(key, {"text": res.text, "finish_reason": res.finish_reason,
-                           "usage": {"prompt": res.usage.prompt_tokens, "completion": res.usage.completion_tokens}})
+                           "usage": {"prompt": res.usage.prompt_tokens, "completion": res.usage.completion_tokens},
+                           "started": round(started, 3), "seconds": round(time.time() - started, 3)})
         return Reply(res.text, res.finish_reason, key)
 
     async def _too_long(self, messages: list[dict[str, str]], max_tokens: int) -> str | None:
