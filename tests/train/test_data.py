@@ -154,3 +154,23 @@ def test_find_data_picks_the_newest_dataset(small_dataset, tmp_path):
 
     with pytest.raises(UserError, match="no generated dataset"):
         find_data(None, tmp_path / "nothing")
+
+
+def test_variable_length_attention_matches_separate_samples(tokenizer):
+    from unfork.train.attention import cu_seq_lens, register
+
+    model = tiny_model(len(tokenizer))
+    model.set_attn_implementation(register())
+    samples = [render(tokenizer, chat(q, a)["messages"]) for q, a in [("one", "1"), ("two?", "2!"), ("3", "three")]]
+    (mb,) = pack(samples, 10_000)
+    ids, pos, _ = mb.tensors()
+    cu = cu_seq_lens(pos)
+    assert cu.tolist() == [0, *[sum(len(s) for s in sorted(samples, key=len, reverse=True)[:k]) for k in (1, 2, 3)]]
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=pos, use_cache=False, cu_seq_lens_q=cu, cu_seq_lens_k=cu).logits[0]
+        model.set_attn_implementation("sdpa")
+        offset = 0
+        for s in sorted(samples, key=len, reverse=True):
+            alone = model(input_ids=torch.tensor([s.ids])).logits[0]
+            torch.testing.assert_close(packed[offset: offset + len(s)], alone, atol=1e-5, rtol=1e-4)
+            offset += len(s)

@@ -9,11 +9,12 @@
   shuffle per epoch, ``effective_batch_size`` samples a step), and which rank
   gets which of them.
 * :func:`pack` puts a rank's samples for one step into padding-free
-  micro-batches: samples are concatenated in rows of up to ``max_seq_len``
-  tokens with ``position_ids`` restarting at 0 for each, which transformers
-  turns into a block-diagonal causal mask, so no sample sees another and
-  almost no compute goes to padding. Rows, not one long sequence: attention
-  costs the square of the row length.
+  micro-batches: samples are concatenated in a row of up to
+  ``micro_batch_tokens`` tokens with ``position_ids`` restarting at 0 for
+  each. transformers turns that into a block-diagonal causal mask; the
+  recipe's variable-length attention (:mod:`unfork.train.attention`) goes
+  further and attends within each sample only, so no compute goes to padding
+  or to masked-out pairs.
 
 Targets are shifted here (``targets[t]`` is the token to predict after
 position ``t``, or -100), so a sample's last token never predicts the next
@@ -252,12 +253,6 @@ def pack(samples: Sequence[Sample], row_len: int, rows_per_batch: int = 1) -> li
             rows.append(r)
     rows.sort(key=len, reverse=True)
     return [MicroBatch(rows[i: i + rows_per_batch]) for i in range(0, len(rows), rows_per_batch)]
-
-
-def batch_shape(max_seq_len: int, micro_batch_tokens: int) -> tuple[int, int]:
-    """``(row_len, rows_per_batch)`` for a forward pass of about ``micro_batch_tokens`` tokens."""
-    row_len = max(1, min(max_seq_len, micro_batch_tokens))
-    return row_len, max(1, micro_batch_tokens // row_len)
 
 
 def padding_waste(lengths: Sequence[int], micro_batch_size: int, *, sort: bool = False) -> float:

@@ -45,8 +45,12 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        update = (x.to(self.lora_A.dtype) @ self.lora_A.t()) @ self.lora_B.t()
-        return out + (update * self.scale).to(out.dtype)
+        low = x.to(self.lora_A.dtype) @ self.lora_A.t()
+        up = (self.lora_B * self.scale).t()  # scaling the small matrix, not the activations
+        if out.dtype != up.dtype:
+            return out + (low @ up).to(out.dtype)
+        # out + low @ up in one GEMM (no separate add or scale pass over the activations)
+        return torch.addmm(out.reshape(-1, out.shape[-1]), low.reshape(-1, low.shape[-1]), up).view(out.shape)
 
     def merged(self) -> nn.Linear:
         """The base layer with the update folded into its weight."""

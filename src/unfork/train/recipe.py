@@ -41,12 +41,11 @@ from torch import nn
 
 from unfork.config import TrainConfig
 from unfork.errors import UserError
-from unfork.train import checkpoint, distributed
+from unfork.train import attention, checkpoint, distributed
 from unfork.train.data import (
     IGNORE,
     DataFiles,
     Prepared,
-    batch_shape,
     find_data,
     pack,
     prepare,
@@ -69,8 +68,12 @@ class CausalLMLoss(nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        hidden = self.model.base_model(input_ids=input_ids, position_ids=position_ids,
-                                       use_cache=False).last_hidden_state
+        extra = {}
+        if input_ids.shape[0] == 1:  # sample boundaries, for variable-length attention (ignored by the others)
+            cu = attention.cu_seq_lens(position_ids)
+            extra = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu}
+        hidden = self.model.base_model(input_ids=input_ids, position_ids=position_ids, use_cache=False,
+                                       **extra).last_hidden_state
         keep = targets != IGNORE
         logits = self.model.get_output_embeddings()(hidden[keep])
         return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
@@ -209,7 +212,8 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
         if not tr.samples:
             raise UserError(f"phase '{p.name}': no sample fits in --max-seq-len {cfg.max_seq_len} "
                             f"({tr.dropped_too_long} too long, longest {tr.longest_dropped} tokens)")
-    shape = batch_shape(cfg.max_seq_len, cfg.micro_batch_tokens)
+    # One row of packed samples per forward pass; attention runs per sample (see attention.py).
+    shape = (max(1, cfg.micro_batch_tokens), 1)
 
     # 3. The run folder: a rerun of the same settings on the same data resumes it.
     manifest = files.manifest()
@@ -257,6 +261,7 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
     lora = cfg.method == "lora"
     net = AutoModelForCausalLM.from_pretrained(base.path, dtype=dtype if lora else torch.float32)
     net.to(device)
+    net.set_attn_implementation(attention.register())
     if cfg.gradient_checkpointing:
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora:
@@ -373,6 +378,7 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
             merge_lora(net)
         if cfg.gradient_checkpointing:
             net.gradient_checkpointing_disable()
+        net.set_attn_implementation("sdpa")
         final = run / "final"
         tmp = run / ".final.partial"
         shutil.rmtree(tmp, ignore_errors=True)
