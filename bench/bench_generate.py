@@ -104,7 +104,8 @@ def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: P
     tokens = sum(b[2] for b in teacher.busy)
     return {"accepted": accepted, "seconds": round(wall, 1), "stopped_by_time_limit": timed_out,
             "accepted_per_min": round(accepted / wall * 60, 2), "requests": len(teacher.busy),
-            "completion_tokens": tokens, "completion_tokens_per_s": round(tokens / wall, 2), "per_leaf": per_leaf}
+            "completion_tokens": tokens, "completion_tokens_per_s": round(tokens / wall, 2),
+            "prompt_tokens": sum(b[3] for b in teacher.busy), "per_leaf": per_leaf}
 
 
 def run_ilab(url: str, key: str, model: str, args: argparse.Namespace, work: Path) -> dict:

@@ -44,7 +44,7 @@ class Teacher:
         self.model = model
         self.context_window = context_window
         self._can_tokenize: bool | None = None
-        self.busy: list[tuple[float, float, int]] = []  # (start, end, completion tokens) of each request
+        self.busy: list[tuple[float, float, int, int]] = []  # (start, end, completion, prompt tokens) per request
 
     async def setup(self) -> None:
         if self.context_window is None:
@@ -71,7 +71,7 @@ class Teacher:
     async def chat(self, messages: list[dict[str, str]], **kwargs: Any) -> Any:
         start = time.monotonic()
         result = await self.client.chat(messages, model=self.model, **kwargs)
-        self.busy.append((start, time.monotonic(), result.usage.completion_tokens))
+        self.busy.append((start, time.monotonic(), result.usage.completion_tokens, result.usage.prompt_tokens))
         return result
 
 

@@ -91,7 +91,7 @@ def explain_empty(results: list[LeafResult]) -> str:
     return "\n  ".join(lines)
 
 
-def utilization(busy: list[tuple[float, float, int]]) -> dict[str, Any]:
+def utilization(busy: list[tuple[float, float, int, int]]) -> dict[str, Any]:
     """Tokens per second over the span in which the teacher was working."""
     if not busy:
         return {"requests": 0}
@@ -99,5 +99,6 @@ def utilization(busy: list[tuple[float, float, int]]) -> dict[str, Any]:
     end = max(b[1] for b in busy)
     tokens = sum(b[2] for b in busy)
     span = max(end - start, 1e-9)
-    return {"requests": len(busy), "completion_tokens": tokens, "seconds": round(span, 2),
+    return {"requests": len(busy), "completion_tokens": tokens, "prompt_tokens": sum(b[3] for b in busy),
+            "seconds": round(span, 2),
             "completion_tokens_per_s": round(tokens / span, 2), "measured_at": time.time()}
