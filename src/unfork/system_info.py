@@ -83,7 +83,7 @@ def backends() -> dict[str, str | None]:
 
 def llama_server_path() -> str | None:
     try:
-        from unfork.serve.llama import find_llama_server  # written with the serving code
+        from unfork.serve.llama_cpp import find_llama_server
     except ImportError:
         return shutil.which("llama-server")
     try:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import real_llama_server, real_model_file
+
 REPO = Path(__file__).resolve().parents[2]
 FAKE_SERVER = Path(__file__).with_name("fake_server.py")
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -61,37 +63,12 @@ def tiny_hf_model(tmp_path_factory) -> Path:
     return folder
 
 
-def _real_gguf() -> Path | None:
-    explicit = os.environ.get("UNFORK_TEST_GGUF")
-    if explicit:
-        return Path(explicit)
-    for path in sorted((REPO / ".cache" / "gguf").glob("qwen2.5-coder-0.5b-instruct*.gguf")):
-        return path
-    try:
-        from unfork.models import resolve_model
-    except ImportError:
-        return None
-    try:
-        return Path(resolve_model("qwen2.5-coder-0.5b-instruct", download=False).path)
-    except Exception:
-        return None
-
-
 @pytest.fixture(scope="session")
 def real_gguf() -> Path:
-    path = _real_gguf()
-    if path is None or not path.is_file():
-        pytest.skip("no real GGUF model: set UNFORK_TEST_GGUF to Qwen2.5-Coder-0.5B-Instruct's GGUF "
-                    "(see /work/shared/MODELS.md) or put it in .cache/gguf/")
-    return path
+    explicit = os.environ.get("UNFORK_TEST_GGUF")
+    return Path(explicit) if explicit else real_model_file("qwen2.5-coder-0.5b-instruct")
 
 
 @pytest.fixture(scope="session")
 def llama_server_bin() -> Path:
-    from unfork.errors import UserError
-    from unfork.serve.llama_cpp import find_llama_server
-
-    try:
-        return find_llama_server()
-    except UserError:
-        pytest.skip("llama-server is not built: run scripts/build_llama_cpp.sh (about 5 minutes)")
+    return real_llama_server()
