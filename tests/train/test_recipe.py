@@ -177,6 +177,7 @@ def _cli(args: list[str], home: Path, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reaches_the_same_loss(tmp_path):
     """A real process killed with SIGKILL after a checkpoint; rerunning the command finishes the run."""
     folder = tmp_path / "slow-model"
