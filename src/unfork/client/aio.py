@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -12,7 +11,6 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from unfork.client.base import (
-    RETRY_STATUSES,
     APIError,
     ChatResult,
     ClientError,
@@ -32,9 +30,9 @@ from unfork.client.base import (
     _parse_chunk,
     _parse_models,
     _payload,
-    _retry_after,
     _Retryable,
     _root_url,
+    _status_failure,
     log,
     normalize_base_url,
 )
@@ -165,15 +163,7 @@ class OpenAIClient:
     def _check_status(self, resp: httpx.Response, url: str) -> None:
         if resp.status_code < 400:
             return
-        text = resp.text
-        try:
-            body = json.loads(text) if text else None
-        except ValueError:
-            body = None
-        err = _error_for_status(resp.status_code, body, text, url)
-        if resp.status_code in RETRY_STATUSES:
-            raise _Retryable(err, _retry_after(resp.headers))
-        raise err
+        raise _status_failure(resp.status_code, resp.text, resp.headers, url)
 
     async def _attempt_json(self, method: str, path: str, payload: dict[str, Any] | None = None,
                             *, timeout: float | None = None) -> Any:

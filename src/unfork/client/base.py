@@ -386,3 +386,13 @@ class SSEDecoder:
             return None
         data, self._data = "\n".join(self._data), []
         return data
+
+
+def _status_failure(status: int, text: str, headers: Any, url: str) -> Exception:
+    """The exception for an HTTP error reply: ``_Retryable`` for statuses worth retrying, else the final error."""
+    try:
+        body = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    err = _error_for_status(status, body, text, url)
+    return _Retryable(err, _retry_after(headers)) if status in RETRY_STATUSES else err

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from unfork.client.base import (
-    RETRY_STATUSES,
     APIError,
     ClientError,
     ClientSettings,
@@ -30,12 +29,11 @@ from unfork.client.base import (
     StreamInterruptedError,
     Usage,
     _Attempts,
-    _error_for_status,
     _parse_chunk,
     _parse_models,
     _payload,
-    _retry_after,
     _Retryable,
+    _status_failure,
     normalize_base_url,
 )
 
@@ -111,14 +109,7 @@ class BlockingStream:
             except (OSError, http.client.HTTPException):
                 text = ""
             conn.close()
-            try:
-                parsed = json.loads(text) if text else None
-            except ValueError:
-                parsed = None
-            err = _error_for_status(resp.status, parsed, text, url)
-            if resp.status in RETRY_STATUSES:
-                raise _Retryable(err, _retry_after(resp.headers))
-            raise err
+            raise _status_failure(resp.status, text, resp.headers, url)
         return conn, resp
 
     def _model_name(self) -> str:
