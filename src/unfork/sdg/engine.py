@@ -222,8 +222,10 @@ Progress = Callable[[LeafResult, int, bool], None]  # (result, target, finished)
 
 async def generate(leaves: list[Leaf], pipeline: Pipeline, teacher: Teacher, *, target: int, concurrency: int,
                    seed: int, cache_root: Path, documents: Callable[[Leaf], list[Any]] | None = None,
-                   progress: Progress | None = None, units_in_flight: int | None = None) -> list[LeafResult]:
-    """Generate up to ``target`` accepted samples per leaf; return each leaf's result.
+                   progress: Progress | None = None, units_in_flight: int | None = None,
+                   knowledge_target: int | None = None) -> list[LeafResult]:
+    """Generate up to ``target`` accepted samples per leaf (``knowledge_target`` for knowledge leaves, when
+    given); return each leaf's result.
 
     ``units_in_flight`` (default ``concurrency + 2``) bounds the units running
     at once over all leaves; the client bounds the requests.
@@ -233,7 +235,8 @@ async def generate(leaves: list[Leaf], pipeline: Pipeline, teacher: Teacher, *, 
     for leaf in leaves:
         settings = {"seed": seed, "teacher": teacher.model}  # not the concurrency or window: a rerun may change them
         key = leaf.cache_key(pipeline.hash, settings)
-        run = LeafRun(leaf, pipeline, teacher, cache_root / key, target=target, seed=seed, key=key)
+        goal = knowledge_target if leaf.is_knowledge and knowledge_target else target
+        run = LeafRun(leaf, pipeline, teacher, cache_root / key, target=goal, seed=seed, key=key)
         (cache_root / key).mkdir(parents=True, exist_ok=True)
         (cache_root / key / "leaf.json").write_text(json.dumps(
             {"leaf": leaf.rel, "flow": leaf.flow, "content_hash": leaf.content_hash, "pipeline": pipeline.name,

@@ -12,9 +12,11 @@ from unfork.sdg.engine import LeafResult
 class LiveProgress:
     """One rich progress bar per leaf and one overall; ``update`` is the engine's progress callback."""
 
-    def __init__(self, leaves: list[Any], target: int, console: Any = None, enabled: bool = True):
+    def __init__(self, leaves: list[Any], target: int, console: Any = None, enabled: bool = True,
+                 knowledge_target: int | None = None):
         self.enabled = enabled
         self.target = target
+        goals = {leaf.rel: knowledge_target if leaf.is_knowledge and knowledge_target else target for leaf in leaves}
         self.tasks: dict[str, Any] = {}
         if not enabled:
             return
@@ -23,9 +25,9 @@ class LiveProgress:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[note]}"), TimeRemainingColumn(),
                                  console=console, transient=False)
-        self.overall = self.progress.add_task("all leaves", total=target * len(leaves), note="")
+        self.overall = self.progress.add_task("all leaves", total=sum(goals.values()), note="")
         for leaf in leaves:
-            self.tasks[leaf.rel] = self.progress.add_task(leaf.rel, total=target, note="")
+            self.tasks[leaf.rel] = self.progress.add_task(leaf.rel, total=goals[leaf.rel], note="")
 
     def __enter__(self) -> LiveProgress:
         if self.enabled:

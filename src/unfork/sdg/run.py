@@ -18,6 +18,7 @@ class GenerateRequest:
     base: str
     pipeline: str = "full"
     num_samples: int = 30
+    knowledge_samples: int | None = None  # per knowledge leaf; None: num_samples
     max_concurrency: int = 8
     endpoint_urls: list[str] = field(default_factory=list)
     model: str | None = None  # the name to send; default: the server's first model
@@ -114,10 +115,11 @@ def generate_dataset(req: GenerateRequest, *, console: Any = None, show_progress
             try:
                 name = model or await first_model(client)
                 teacher = Teacher(client, name)
-                with LiveProgress(leaves, req.num_samples, console, show_progress) as live:
+                with LiveProgress(leaves, req.num_samples, console, show_progress,
+                                  knowledge_target=req.knowledge_samples) as live:
                     results = await generate(
                         leaves, pipeline, teacher, target=req.num_samples, concurrency=req.max_concurrency,
-                        seed=req.seed, cache_root=cache_root,
+                        seed=req.seed, cache_root=cache_root, knowledge_target=req.knowledge_samples,
                         documents=lambda leaf: load_documents(leaf, req.taxonomy, docs_cache), progress=live.update)
                 return teacher, results
             finally:
@@ -127,7 +129,8 @@ def generate_dataset(req: GenerateRequest, *, console: Any = None, show_progress
         stats = {"seconds": round(time.monotonic() - started, 2), "teacher": utilization(teacher.busy),
                  "client": client.stats.as_dict(), "context_window": teacher.context_window}
     settings = {"taxonomy": str(req.taxonomy), "taxonomy_base": req.base, "pipeline": req.pipeline,
-                "num_samples": req.num_samples, "max_concurrency": req.max_concurrency,
+                "num_samples": req.num_samples, "knowledge_samples": req.knowledge_samples or req.num_samples,
+                "max_concurrency": req.max_concurrency,
                 "endpoint_urls": req.endpoint_urls or ["(local llama.cpp server)"], "seed": req.seed,
                 "teacher_model": req.teacher_model if not req.endpoint_urls else teacher.model}
     manifest = write_dataset(out, results, pipeline, teacher=teacher.model, seed=req.seed, settings=settings,
