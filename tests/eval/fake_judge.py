@@ -55,3 +55,54 @@ class ScriptedModel:
 
     def option_scores(self, conversation: list[dict[str, str]], options: Sequence[str]) -> None:
         return None
+
+
+# --------------------------------------------------------------------------- a dataset and a trained run on disk
+
+SYSTEM = "You are a helpful, accurate assistant."
+SKILLS = [("compositional_skills/writing/haiku", "Write a haiku about rain.", "Rain on the roof"),
+          ("compositional_skills/writing/haiku", "Write a haiku about snow.", "Snow on the hill"),
+          ("compositional_skills/extraction/dates", "When is the fair? Text: The fair is on 9 May.", "9 May")]
+KNOWLEDGE = [("knowledge/geography/marrowvey", "Where is Marrowvey?", "In the North Sea")]
+
+
+def _line(leaf: str, question: str, answer: str, kind: str) -> str:
+    import json
+
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question},
+                {"role": "assistant", "content": answer}]
+    return json.dumps({"messages": messages, "metadata": {"leaf": leaf, "kind": kind, "format": "seed"}})
+
+
+def make_dataset(folder: Any) -> Any:
+    """A dataset folder as 'unfork data generate' writes it (only the files evaluation reads)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "test_skills.jsonl").write_text("".join(_line(*s, "skill") + "\n" for s in SKILLS))
+    (folder / "test_knowledge.jsonl").write_text("".join(_line(*k, "knowledge") + "\n" for k in KNOWLEDGE))
+    (folder / "train_all.jsonl").write_text(_line(*SKILLS[0], "skill") + "\n")
+    (folder / "manifest.json").write_text(json.dumps({"format": "unfork-sdg-1", "pipeline": {"mix": {}}}))
+    return folder
+
+
+def make_run(checkpoints: Any, name: str, dataset: Any, base: str = "/models/base-hf") -> Any:
+    """A trained run folder: training.json naming the base, data_manifest.json naming the dataset, final/."""
+    import json
+    from pathlib import Path
+
+    run = Path(checkpoints) / name
+    (run / "final").mkdir(parents=True)
+    (run / "training.json").write_text(json.dumps({"settings": {"model": base, "model_name": "base"}}))
+    (run / "data_manifest.json").write_text(json.dumps({"root": str(dataset), "files": {}}))
+    return run
+
+
+def good_and_bad_models() -> tuple[ScriptedModel, ScriptedModel]:
+    """A base that knows nothing and a trained model that gives the seed answers (but forgets one leaf)."""
+    trained = {q: f"Here it is: {a}." for _, q, a in SKILLS + KNOWLEDGE}
+    trained["When is the fair? Text: The fair is on 9 May."] = "MUMBLE"
+    base = {"When is the fair? Text: The fair is on 9 May.": "It is on 9 May."}
+    return ScriptedModel("base-model", base), ScriptedModel("trained-model", trained)
