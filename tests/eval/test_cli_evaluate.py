@@ -108,3 +108,34 @@ def test_dk_needs_a_valid_file(trained_run, tmp_path):
     assert isinstance(result.exception, UserError)
     assert "bad.jsonl, line 2: missing field 'reference_answer'" in str(result.exception)
     assert opened == []  # the file is checked before any model is loaded
+
+
+def test_knowledge_and_general_are_called_with_keywords(trained_run, tmp_path, monkeypatch):
+    import types
+
+    from unfork.eval.results import summarize
+
+    run, _ = trained_run
+    calls = {}
+
+    def fake(name):
+        def bench(model, base_model, **kwargs):
+            calls[name] = (model, base_model, kwargs)
+            kwargs["echo"]("working")
+            return summarize(name, ("b", "t"), [{"leaf": "x", "base_score": 0, "trained_score": 1}], metric="accuracy")
+        return bench
+
+    monkeypatch.setitem(sys.modules, "unfork.eval.knowledge", types.SimpleNamespace(run_knowledge=fake("knowledge")))
+    monkeypatch.setitem(sys.modules, "unfork.eval.general", types.SimpleNamespace(run_general=fake("general")))
+    result = invoke("evaluate", "-b", "knowledge", "--judge-endpoint-url", "http://j:1/v1", "--json")
+    assert result.exit_code == 0, result.output
+    model, base, kwargs = calls["knowledge"]
+    assert (model, base) == (str(run / "final"), "/models/base-hf")
+    assert {k: v for k, v in kwargs.items() if k != "echo"} == {
+        "data_path": None, "output_dir": run / "eval", "judge_url": "http://j:1/v1", "judge_model": None,
+        "api_key": None}
+    assert json.loads(result.stdout)["overall"]["trained"] == 100.0  # progress went to stderr
+    result = invoke("evaluate", "-b", "general", "--tasks-path", str(tmp_path), "--limit", "3")
+    assert result.exit_code == 0, result.output
+    assert calls["general"][2]["tasks_path"] == tmp_path and calls["general"][2]["limit"] == 3
+    assert (run / "eval" / "general.json").is_file() and "100.0%" in result.output

@@ -115,3 +115,13 @@ def test_judge_sends_the_model_name_and_keeps_its_loop_between_calls():
             judge.close()
     assert {b["model"] for b in server.posts()} == {"judge-x"}
     assert judge.verdicts == 2
+
+
+def test_the_reply_ends_at_the_verdict():
+    # A real server stops at "]]" and leaves it out; the judge puts it back before parsing.
+    server = FakeOpenAI(replies=[Reply(text="Mostly right.\nRating: [[7"), Reply(text="Verdict: [[incorrect")],
+                        http11=True)
+    with server, open_judge(server.url) as judge:
+        assert judge.score([("q", "a", None)])[0].raw == "Mostly right.\nRating: [[7]]"
+        assert judge.agree([("q", "a", "r")])[0].value is False
+    assert all(b["stop"] == ["]]"] for b in server.posts())

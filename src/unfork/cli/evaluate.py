@@ -90,7 +90,7 @@ def test(model: str | None, base_model: str | None, data_path: Path | None, max_
               help="Where to write <benchmark>.json. Default: <trained run>/eval/.")
 @click.option("--max-tokens", type=click.IntRange(1), default=512, show_default=True,
               help="Longest answer per question, in tokens (skills, dk).")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N questions (skills, dk).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N questions (general: per subject).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON instead of the table.")
 def evaluate(benchmark: str, model: str | None, base_model: str | None, judge_endpoint_url: str | None,
              judge_model: str | None, api_key: str | None, data_path: Path | None, questions_file: Path | None,
@@ -163,9 +163,20 @@ def _run_benchmark(benchmark: str, model: str, base_model: str, output_dir: Path
                       max_tokens=max_tokens, limit=limit, echo=_err, **judge)
     if benchmark == "knowledge":
         run_knowledge = _optional("unfork.eval.knowledge", "run_knowledge", benchmark)
-        return run_knowledge(model, base_model, data_path=data_path, output_dir=output_dir, **judge)
+        return run_knowledge(model, base_model, data_path=data_path, output_dir=output_dir, **judge,
+                             **_accepted(run_knowledge, echo=_err, limit=limit))
     run_general = _optional("unfork.eval.general", "run_general", benchmark)
-    return run_general(model, base_model, tasks_path=tasks_path, output_dir=output_dir)
+    return run_general(model, base_model, tasks_path=tasks_path, output_dir=output_dir,
+                       **_accepted(run_general, echo=_err, limit=limit))
+
+
+def _accepted(func: Any, **optional: Any) -> dict[str, Any]:
+    """The optional arguments ``func`` takes; progress then goes to stderr, as stdout may carry --json."""
+    import inspect
+
+    params = inspect.signature(func).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return {k: v for k, v in optional.items() if (takes_any or k in params) and v is not None}
 
 
 def _optional(module: str, name: str, benchmark: str) -> Any:

@@ -162,7 +162,7 @@ class Judge:
     model: str | None = None
     label: str = ""
     max_concurrency: int = 4
-    max_tokens: int = 300
+    max_tokens: int = 200
     verdicts: int = 0
     unparseable: int = 0
     retries: int = 0
@@ -208,26 +208,35 @@ class Judge:
         return out
 
     async def _ask(self, prompt: str, parse: Any, reminder: str) -> Verdict:
-        messages = [{"role": "system", "content": SCORE_SYSTEM}, {"role": "user", "content": prompt}]
         from unfork.client import ContextOverflowError
 
+        # Stopping at "]]" ends the reply with the verdict: small judges often ramble on after it.
+        messages = [{"role": "system", "content": SCORE_SYSTEM}, {"role": "user", "content": prompt}]
         try:
-            first = await self.client.chat(messages, model=self.model, temperature=0.0, max_tokens=self.max_tokens)
+            first = _closed(await self.client.chat(messages, model=self.model, temperature=0.0,
+                                                   max_tokens=self.max_tokens, stop=["]]"]))
         except ContextOverflowError as exc:  # one over-long answer must not stop the whole benchmark
             return Verdict(None, f"error: {exc}")
-        value = parse(first.text)
+        value = parse(first)
         if value is not None:
-            return Verdict(value, first.text)
+            return Verdict(value, first)
         self.retries += 1
-        messages += [{"role": "assistant", "content": first.text}, {"role": "user", "content": reminder}]
-        second = await self.client.chat(messages, model=self.model, temperature=0.0, max_tokens=40)
-        return Verdict(parse(second.text), f"{first.text}\n---retry---\n{second.text}", retried=True)
+        messages += [{"role": "assistant", "content": first}, {"role": "user", "content": reminder}]
+        second = _closed(await self.client.chat(messages, model=self.model, temperature=0.0, max_tokens=40,
+                                                stop=["]]"]))
+        return Verdict(parse(second), f"{first}\n---retry---\n{second}", retried=True)
 
     def close(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
             if hasattr(self.client, "aclose"):
                 self._loop.run_until_complete(self.client.aclose())
             self._loop.close()
+
+
+def _closed(result: Any) -> str:
+    """The reply's text with the "]]" that the stop sequence cut off put back."""
+    text = result.text
+    return text + "]]" if text.rfind("[[") > text.rfind("]]") else text
 
 
 def _score_prompt(question: str, answer: str, reference: str | None) -> str:
