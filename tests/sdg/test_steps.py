@@ -140,3 +140,29 @@ def test_teacher_errors_reject_every_row_of_the_request():
     ask, _ = scripted([Reply(key="k", error="teacher error: 503")])
     kept, rejected = run(step, [{"question": "a b c"}, {"question": "d e f"}], unit(ask))
     assert kept == [] and [r["reason"] for r in rejected] == ["teacher error: 503"] * 2
+
+
+def test_a_chunk_too_long_for_the_teacher_is_cut_in_halves_and_each_is_asked():
+    pipe = load_pipeline("full")
+    step = next(s for s in pipe.build_steps("knowledge") if isinstance(s, LLMStep))
+    chunk = "\n\n".join(f"Paragraph {i} says that the {i}th lantern is lit by child number {i}." for i in range(12))
+    leaf = {"seed_examples": [{"context": "c", "question": "q?", "answer": "a."}], "domain": "islands", "leaf": "k"}
+
+    async def ask(messages, **params):
+        prompt = messages[-1]["content"]
+        if "Paragraph 0 " in prompt and "Paragraph 11 " in prompt:
+            return Reply(key="whole", error="prompt too long: 900 tokens + 480 to generate > context window 1024")
+        n = prompt.count("Paragraph ")
+        return Reply(f"Question: Who lights lantern {n}?\nAnswer: Child number {n}.", "stop", f"half{n}")
+
+    kept, rejected = run(step, [{"chunk": chunk, "examples": leaf["seed_examples"]}], unit(ask, leaf=leaf))
+    assert rejected == []
+    assert len(kept) == 2 and all(r["chunk"] in chunk for r in kept)
+    assert sum(r["chunk"].count("Paragraph ") for r in kept) == 12  # nothing of the passage is lost
+
+
+def test_a_prompt_too_long_without_a_chunk_is_rejected():
+    step = load_pipeline("full").build_steps("freeform_skill")[1]
+    ask, _ = scripted([Reply(key="k", error="prompt too long: 2000 tokens + 320 to generate > context window 1024")])
+    kept, rejected = run(step, [{"examples": SEEDS}], unit(ask))
+    assert kept == [] and rejected[0]["reason"].startswith("prompt too long")

@@ -168,12 +168,16 @@ class LLMStep(Step):
         rejected = [r for _, bad in results for r in bad]
         return kept, rejected
 
-    async def _one(self, row: Row, i: int, unit: Unit) -> tuple[list[Row], list[Row]]:
+    async def _one(self, row: Row, i: int, unit: Unit, depth: int = 0) -> tuple[list[Row], list[Row]]:
         name = self.spec.name
         messages = self._messages({**self.values(row, unit.leaf), "n": self.opt["n"]})
         reply = await unit.ask(messages, temperature=self.opt["temperature"], max_tokens=self.opt["max_tokens"],
-                               seed=unit.seed + 7919 * i)
+                               seed=unit.seed + 7919 * i + 104729 * depth)
         if reply.error:
+            halves = self._halves(row, reply.error, depth)
+            if halves:  # the passage is too long for this teacher: ask about each half instead
+                results = [await self._one(h, i, unit, depth + 1) for h in halves]
+                return [r for ok, _ in results for r in ok], [r for _, bad in results for r in bad]
             return [], [reject(name, reply.error, row)]
         parsed = parsers.PARSERS[self.opt["parser"]](reply.text, reply.finish_reason == "length",
                                                      self.spec.writes, labels=self.opt["labels"])
@@ -185,6 +189,19 @@ class LLMStep(Step):
         rejected = [reject(name, f"unparseable: {why}" + (f" (×{n})" if n > 1 else ""), row, reply.text)
                     for why, n in counts.items()]
         return kept, rejected
+
+
+    def _halves(self, row: Row, error: str, depth: int) -> list[Row]:
+        """The row twice, each with half of its chunk, when the prompt overflowed because of the chunk."""
+        if not error.startswith("prompt too long") or depth >= 2 \
+                or "chunk" not in self.spec.reads or not row.get("chunk"):
+            return []
+        from unfork.sdg import documents
+
+        text = str(row["chunk"])
+        budget = max(32, documents.estimate_tokens(text) // 2 + 16)
+        pieces = documents.chunk_text(text, max_tokens=budget, overlap_tokens=0)
+        return [{**row, "chunk": p.text} for p in pieces] if 2 <= len(pieces) <= 4 else []
 
 
 class JudgeStep(Step):
