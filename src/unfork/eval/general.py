@@ -12,7 +12,9 @@ Three sources of questions, in order of preference:
 * ``tasks_path`` holding MMLU-format CSV files (``question,A,B,C,D,answer``,
   one file per subject, as in MMLU's ``data/test/``): scored here;
 * nothing: the small set bundled with unfork (``general_questions.jsonl``),
-  easy facts over six subjects, written for this project.
+  easy facts over six subjects, written for this project. Its arithmetic
+  choices are sentences ("The answer is 4."): scored per byte, a bare digit
+  left SmolLM2-135M below chance (2/10), the sentence gets 8/10.
 
 Scoring is lm-evaluation-harness's ``acc_norm`` way: the option with the highest
 log-likelihood per byte is the model's choice. A model behind an endpoint
