@@ -8,6 +8,7 @@ every piece of text from the user (leaf paths, model names) is escaped.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from html import escape
 
@@ -153,8 +154,6 @@ def bar_chart(groups: Sequence[str], values: dict[str, Sequence[float | None]], 
 
 def stack(charts: Sequence[str], *, width: int = 720, gap: int = 12) -> str:
     """Several charts one under the other, as one standalone SVG file (each keeps its own coordinates)."""
-    import re
-
     parts, y = [], 0
     for chart in charts:
         m = re.search(r'height="(\d+(?:\.\d+)?)"', chart)
