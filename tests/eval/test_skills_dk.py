@@ -157,12 +157,9 @@ def test_real_student_and_real_llama_cpp_judge(tmp_path):
     dataset = make_dataset(tmp_path / "ds")
     (dataset / "test_skills.jsonl").write_text("".join(
         (tmp_path / "ds" / "test_skills.jsonl").read_text().splitlines(keepends=True)[:2]))
-    from unfork.serve.launch import running_server
-
-    with running_server(str(judge_file), backend="llama-cpp", parallel=2, ctx_size=8192) as ep, \
-            open_judge(ep.base_url, ep.model, ep.api_key, max_concurrency=2) as judge:
-        result = run_skills(str(student), str(student), data_path=dataset, judge=judge, output_dir=tmp_path / "out",
-                            max_tokens=48, echo=lambda _: None)
+    # No endpoint: the judge's llama.cpp server starts after the answers and stops at the end, as in the CLI.
+    result = run_skills(str(student), str(student), data_path=dataset, judge_model=str(judge_file),
+                        output_dir=tmp_path / "out", max_tokens=48, echo=lambda _: None)
     assert len(result["items"]) == 2
     for item in result["items"]:
         assert item["base_answer"] and item["base_answer"] == item["trained_answer"]  # same model, greedy
