@@ -137,13 +137,16 @@ def read_test_split(dataset: Path, kinds: tuple[str, ...] = ("skills", "knowledg
 
 @contextlib.contextmanager
 def responder_for(model: Any, label: str) -> Iterator[Any]:
-    """A responder for a model name or path; an object that already answers is used as it is (tests)."""
+    """A responder for a model name or path; an object that already answers is used as it is (tests).
+
+    ``label`` ("base" or "trained") is the side it answers for; test doubles patched in here use it.
+    """
     if hasattr(model, "answer"):
         yield model
         return
     from unfork.eval.answers import open_responder
 
-    with open_responder(str(model), label=label) as responder:
+    with open_responder(str(model)) as responder:
         yield responder
 
 
@@ -153,9 +156,9 @@ def answer_both(model: Any, base_model: Any, conversations: list[list[dict[str, 
     labels, answers = [], []
     for which, label in ((base_model, "base"), (model, "trained")):
         with responder_for(which, label) as responder:
-            echo(f"{label}: {len(conversations)} answers from {getattr(responder, 'name', label)}")
-            answers.append(responder.answer(conversations, max_tokens=max_tokens))
             labels.append(_label(which, responder))
+            echo(f"{label}: {len(conversations)} answers from {labels[-1]}")
+            answers.append(responder.answer(conversations, max_tokens=max_tokens))
     return (labels[0], labels[1]), answers[0], answers[1]
 
 
