@@ -83,7 +83,11 @@ def test_generate_writes_a_complete_dataset_and_a_rerun_reuses_it(taxonomy, tmp_
     for sample in raft:  # the answer's source chunk is among the documents in the prompt
         assert sample["messages"][2]["content"].split("\n")[-1] in sample["messages"][1]["content"]
         assert sample["messages"][1]["content"].count("[Document ") == 1 + sample["metadata"]["distractors"]
-    assert all(s["metadata"]["scores"]["checks"]["faithful"] for s in knowledge)
+    assert all(s["metadata"]["scores"]["checks"]["faithful"] for s in raft + plain)
+    # The document's own paragraphs are samples too, each once, under its section.
+    passages = [k for k in knowledge if k["metadata"]["format"] == "passage"]
+    assert len(passages) >= 5 and len({p["messages"][2]["content"] for p in passages}) == len(passages)
+    assert any("Glasslight Festival" in p["messages"][1]["content"] for p in passages)
     skills = read_jsonl(out / "train_skills.jsonl")
     assert len(skills) + len(knowledge) == len(train)
     assert len(read_jsonl(out / "test_all.jsonl")) == 6 + 6 + 15  # the seed examples

@@ -4,7 +4,7 @@ Layout of ``<datasets dir>/<timestamp>/``::
 
     leaves/<leaf>/accepted.jsonl   rows as the pipeline produced them (scores, trace keys)
     leaves/<leaf>/rejected.jsonl   every rejection: step, reason, raw teacher text
-    train_knowledge.jsonl          phase 1 of training: knowledge, plain Q&A and RAFT-style
+    train_knowledge.jsonl          phase 1 of training: knowledge, plain Q&A, RAFT-style and passages
     train_skills.jsonl             phase 2: skills
     train_all.jsonl                both
     test_knowledge.jsonl, test_skills.jsonl, test_all.jsonl   the seed examples
@@ -48,6 +48,38 @@ def raft_user(question: str, chunk: str, distractors: list[str], rng: random.Ran
     return f"{RAFT_INTRO}\n\n{body}\n\nQuestion: {question.strip()}"
 
 
+def passages(chunks: list[str], min_words: int = 8) -> list[tuple[str, str]]:
+    """The documents' paragraphs, each with the heading path above it (overlapping chunks repeat none)."""
+    out: dict[str, str] = {}
+    for chunk in chunks:
+        headings: list[tuple[int, str]] = []
+        for block in chunk.split("\n\n"):
+            block = block.strip()
+            if block.startswith("#"):
+                for line in block.splitlines():
+                    level = len(line) - len(line.lstrip("#"))
+                    headings = [h for h in headings if h[0] < level] + [(level, line.lstrip("#").strip())]
+            elif len(block.split()) >= min_words:
+                out.setdefault(" ".join(block.split()), " / ".join(h for _, h in headings))
+    return [(heading, text) for text, heading in out.items()]
+
+
+def passage_lines(result: LeafResult, system: str, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each paragraph of the leaf's documents as an answer, so the student reads the facts themselves.
+
+    Generated questions cover only some facts and a small teacher gets some
+    wrong; the document's own text is always right (like InstructLab's
+    document-based knowledge samples, without a teacher request).
+    """
+    domain = str(result.leaf.columns.get("domain") or "the document")
+    lines = []
+    for heading, text in passages(list(result.extra.get("chunks") or [])):
+        topic = heading or domain
+        lines.append(chat_line(system, f"What does the document about {domain} say about {topic}?", text,
+                               {**meta, "format": "passage"}))
+    return lines
+
+
 def judge_columns(pipeline: Pipeline, flow: str) -> list[str]:
     return [s.writes[0] for s in pipeline.flows[flow].steps if s.type == "judge" and s.writes]
 
@@ -75,6 +107,9 @@ def train_lines(result: LeafResult, pipeline: Pipeline, teacher: str, other_chun
             distractors = rng.sample(pool, k)
             out.append(chat_line(system, raft_user(row["question"], row["chunk"], distractors, rng), row["answer"],
                                  {**meta, "format": "raft", "distractors": k}))
+    if flow == "knowledge" and mix.get("knowledge_passages", False):
+        out += passage_lines(result, system, {"leaf": result.leaf.rel, "pipeline": pipeline.name, "teacher": "document",
+                                              "scores": {}, "kind": flow})
     return out
 
 
