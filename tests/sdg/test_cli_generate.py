@@ -70,6 +70,9 @@ def test_generate_writes_a_complete_dataset_and_a_rerun_reuses_it(taxonomy, tmp_
         assert leaf["content_hash"] == hashlib.sha256((taxonomy / rel / "qna.yaml").read_bytes()).hexdigest()
     assert manifest["pipeline"]["name"] == "full" and manifest["teacher"] == "fake-model"
     assert all(leaf["reused"] for leaf in json.loads((tmp_path / "ds2" / "manifest.json").read_text())["leaves"])
+    # A dataset from the cache is the same dataset, byte for byte (training resumes only on identical data).
+    for name in ("train_all.jsonl", "test_all.jsonl"):
+        assert (tmp_path / "ds2" / name).read_bytes() == (out / name).read_bytes()
 
     train = read_jsonl(out / "train_all.jsonl")
     assert len(train) == manifest["files"]["train_all.jsonl"]

@@ -125,6 +125,9 @@ class LeafRun:
         self.result.accepted = self.journal.samples("accepted")
         self.result.rejected = self.journal.samples("rejected")
         self.result.units = len(self.journal.units)
+        chunks = self.folder / "chunks.json"
+        if chunks.is_file():  # a reused leaf still gives its chunks (RAFT distractors, passages) to the dataset
+            self.result.extra["chunks"] = json.loads(chunks.read_text(encoding="utf-8"))
 
     def pending_units(self) -> list[int]:
         return [u for u in range(self.max_units) if u not in self.journal.units]
@@ -143,6 +146,8 @@ class LeafRun:
             chunks = getattr(step, "chunks", None)
             if chunks is not None:
                 self.result.extra["chunks"] = [c.text for c in chunks]
+                (self.folder / "chunks.json").write_text(json.dumps(self.result.extra["chunks"], ensure_ascii=False),
+                                                         encoding="utf-8")
 
     async def ask(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int) -> Reply:
         params = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
