@@ -180,14 +180,17 @@ def evaluate(job: Run, cfg: Any, train_dir: Path, dataset: Path) -> tuple[list[d
     eval_dir = job.out / "eval"
     results = []
     scores: dict[str, Any] = {}
+    # A teacher given as an endpoint (generate.endpoint_urls) also writes the exam and judges.
+    judge_url = cfg.generate.endpoint_urls[0] if cfg.generate.endpoint_urls else None
     has_knowledge = any(e.get("kind") == "knowledge" for e in job.data.get("leaves", []))
     if has_knowledge:
-        res = run_knowledge(trained, base_model, data_path=dataset, judge_model=cfg.models.teacher,
-                            output_dir=eval_dir, echo=click.echo)
+        res = run_knowledge(trained, base_model, data_path=dataset, judge_url=judge_url,
+                            judge_model=None if judge_url else cfg.models.teacher, output_dir=eval_dir,
+                            echo=click.echo)
         results.append(res)
         _print_overall(res)
         scores["knowledge"] = res["overall"]
-    skills = _run_skills(trained, base_model, dataset, eval_dir, cfg.models.teacher)
+    skills = _run_skills(trained, base_model, dataset, eval_dir, cfg.models.teacher, judge_url)
     if skills is not None:
         results.append(skills)
         _print_overall(skills)
@@ -203,15 +206,16 @@ def evaluate(job: Run, cfg: Any, train_dir: Path, dataset: Path) -> tuple[list[d
     return results, comparisons
 
 
-def _run_skills(trained: str, base_model: str, dataset: Path, eval_dir: Path, teacher: str) -> dict[str, Any] | None:
+def _run_skills(trained: str, base_model: str, dataset: Path, eval_dir: Path, teacher: str,
+                judge_url: str | None) -> dict[str, Any] | None:
     manifest = json.loads((dataset / "manifest.json").read_text(encoding="utf-8"))
     if not manifest["files"].get("test_skills.jsonl"):
         return None
     from unfork.eval.judge import open_judge
     from unfork.eval.skills import run_skills
 
-    with open_judge(model=teacher) as judge:
-        return run_skills(trained, base_model, data_path=dataset, judge=judge, output_dir=eval_dir)
+    with open_judge(judge_url, model=None if judge_url else teacher) as judge:
+        return run_skills(trained, base_model, data_path=dataset, judge=judge, output_dir=eval_dir, max_tokens=256)
 
 
 def _comparisons(trained: str, base_model: str, dataset: Path) -> list[dict[str, Any]] | None:

@@ -1,0 +1,84 @@
+"""``unfork run``, the main job, end to end: a scripted teacher (a real HTTP server) and the real student.
+
+The teacher is scripted so the test is fast and predictable; the student is
+really trained (one short epoch) and really evaluated, and the run folder is
+checked for everything the next person needs: run.json with stage times and
+scores, the dataset, the trained model, the evaluation results and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from tests.client.fake_openai import FakeOpenAI, Reply
+from tests.conftest import REAL_MODELS_DIR, missing
+from tests.eval.fake_judge import judge_reply
+from tests.sdg.fake_teacher import script
+
+pytestmark = pytest.mark.slow
+
+
+def exam_reply(prompt: str) -> str:
+    """Multiple-choice questions from the passage's sentences that hold a number; wrong answers change it."""
+    passage = " ".join(prompt.split("[PASSAGE]", 1)[1].split("[END OF PASSAGE]", 1)[0].split())
+    out = []
+    for sentence in re.split(r"(?<=\.)\s+", passage):
+        number = re.search(r"\b\d[\d,]*\b", sentence)
+        if not number or len(sentence.split()) < 6 or len(out) >= 3:
+            continue
+        value = int(number.group(0).replace(",", ""))
+        wrong = [sentence.replace(number.group(0), str(value + d), 1) for d in (3, 17, 40)]
+        subject = " ".join(re.findall(r"\w+", sentence)[:3])
+        out.append(f"Question: Which statement about {subject} is true?\nCorrect: {sentence}\n"
+                   + "\n".join(f"Wrong: {w}" for w in wrong))
+    return "\n\n".join(out)
+
+
+def teacher(body):
+    prompt = body["messages"][-1]["content"]
+    if "multiple-choice exam questions" in prompt:
+        return Reply(text=exam_reply(prompt))
+    if "[ANSWER]" in prompt:
+        return Reply(text=judge_reply(body))
+    return Reply(text=script(body))
+
+
+def test_the_main_job_goes_from_taxonomy_to_report(tmp_path, monkeypatch):
+    student = REAL_MODELS_DIR / "smollm2-135m-instruct-hf"
+    if not (student / "config.json").is_file():
+        missing("the SmolLM2 Hugging Face folder is missing: run 'unfork model convert smollm2-135m-instruct --to hf'")
+    from unfork.cli.main import cli
+
+    out = tmp_path / "run"
+    with FakeOpenAI(on_chat=teacher, http11=True, model="scripted-teacher") as fake:
+        monkeypatch.setenv("UNFORK_MODELS_STUDENT", str(student))
+        monkeypatch.setenv("UNFORK_GENERATE_ENDPOINT_URLS", fake.url)
+        monkeypatch.setenv("UNFORK_TRAIN_MAX_SEQ_LEN", "384")  # drops the long RAFT samples: a faster test
+        res = CliRunner().invoke(cli, ["run", "--output-dir", str(out), "--num-samples", "3",
+                                       "--knowledge-samples", "3", "--epochs", "1"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    run = json.loads((out / "run.json").read_text())
+    assert set(run["stage_seconds"]) == {"validate", "generate", "train", "evaluate", "report"}
+    assert {leaf["kind"] for leaf in run["leaves"]} == {"knowledge", "skill"}
+    assert set(run["scores"]) == {"knowledge", "skills", "general"}
+    knowledge = json.loads((out / "eval" / "knowledge.json").read_text())
+    assert knowledge["overall"]["n"] >= 3 and 0 <= knowledge["overall"]["trained"] <= 100
+    assert all(len(item["options"]) == 4 for item in knowledge["items"])
+    assert (out / "train" / "final" / "config.json").is_file()
+    assert (out / "dataset" / "eval_knowledge.json").is_file()  # the exam, cached for the next model
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "marrowvey" in html.lower()
+    assert "unfork model chat --model" in res.output
+
+    # The same command again resumes: every stage finds its work done.
+    with FakeOpenAI(on_chat=teacher, http11=True, model="scripted-teacher") as fake:
+        monkeypatch.setenv("UNFORK_GENERATE_ENDPOINT_URLS", fake.url)
+        again = CliRunner().invoke(cli, ["run", "--output-dir", str(out), "--num-samples", "3",
+                                         "--knowledge-samples", "3", "--epochs", "1", "--skip-eval"])
+        assert again.exit_code == 0, again.output
+        assert "already trained" in again.output
+        assert not any("multiple-choice" in str(body) for body in fake.requests)
