@@ -166,3 +166,16 @@ def test_a_prompt_too_long_without_a_chunk_is_rejected():
     ask, _ = scripted([Reply(key="k", error="prompt too long: 2000 tokens + 320 to generate > context window 1024")])
     kept, rejected = run(step, [{"examples": SEEDS}], unit(ask))
     assert kept == [] and rejected[0]["reason"].startswith("prompt too long")
+
+
+def test_grounded_filter_rejects_answers_with_numbers_or_names_not_in_the_passage():
+    step = next(s for s in load_pipeline("simple").build_steps("knowledge") if isinstance(s, FilterStep))
+    step.prepare(LEAF, None)
+    chunk = "At the 2020 census Marrowvey had 14,620 inhabitants. The capital is Port Sorrel."
+    rows = [{"question": "How many people live on Marrowvey?", "answer": "About 1,000 people.", "chunk": chunk},
+            {"question": "What is the capital of Marrowvey?", "answer": "The capital is Port Sorrel.", "chunk": chunk},
+            {"question": "What is the capital?", "answer": "It is Haskwith, by the sea.", "chunk": chunk}]
+    kept, rejected = run(step, rows)
+    assert [r["answer"] for r in kept] == ["The capital is Port Sorrel."]
+    assert [r["reason"] for r in rejected] == ["answer states what the passage does not (1000)",
+                                               "answer states what the passage does not (Haskwith)"]

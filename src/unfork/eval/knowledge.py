@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from unfork.errors import UserError
+from unfork.sdg.facts import unsupported
 
 QUESTIONS_FILE = "eval_knowledge.json"
 HOLD_OUT_ROUGE = 0.6  # a question this close (ROUGE-L) to a training question is not a fair test
@@ -130,12 +131,10 @@ def check_question(rec: dict[str, Any], chunk: str) -> str | None:
     if re.search(r"\b(passage|the text|the document|the author)\b", rec["question"], re.I):
         return "refers to the passage"
     # The facts of the right answer (numbers, names) must come from the chunk.
-    facts = _salient(rec["correct"]) - _salient(rec["question"])
-    found = _salient(chunk) | {w.casefold() for w in re.findall(r"\w+", chunk)}
-    if any(f not in found for f in facts):
+    if unsupported(rec["correct"], chunk, rec["question"]):
         return "correct answer not supported by the document"
-    if any(_salient(w) == _salient(rec["correct"]) and w.casefold() != rec["correct"].casefold()
-           for w in rec["wrong"][:3]) and facts:
+    facts = _salient(rec["correct"]) - _salient(rec["question"])
+    if facts and any(_salient(w) == _salient(rec["correct"]) for w in rec["wrong"][:3]):
         return "a wrong answer states the same facts"
     return None
 

@@ -108,7 +108,9 @@ def generate_dataset(req: GenerateRequest, *, console: Any = None, show_progress
     out = req.output_dir or paths.datasets_dir / time.strftime("%Y%m%d-%H%M%S")
     cache_root = paths.cache_dir / "sdg"
     docs_cache = paths.cache_dir / "documents"
-    echo(f"{len(leaves)} leaves, pipeline '{pipeline.name}', aiming for {req.num_samples} samples per leaf")
+    goal = f"{req.num_samples} samples per leaf" + (f" ({req.knowledge_samples} per knowledge leaf)"
+                                                    if req.knowledge_samples else "")
+    echo(f"{len(leaves)} leaves, pipeline '{pipeline.name}', aiming for {goal}")
     started = time.monotonic()
     with teacher_client(req, echo) as (client, model):
         async def main():

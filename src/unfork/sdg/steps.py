@@ -267,9 +267,15 @@ def _show(score: Any) -> str:
 
 
 class FilterStep(Step):
-    """Cheap checks on the columns read: length in words, refusals, copies of a seed example."""
+    """Cheap checks on the columns read: length in words, refusals, copies of a seed example.
 
-    options = {"min_words": 1, "max_words": 1000, "refusals": True, "not_seed": True}
+    With ``grounded_in: chunk`` (a column it also reads), the ``grounded``
+    columns (default ``[answer]``) must state no number or name the passage
+    lacks (see :mod:`unfork.sdg.facts`); the passage itself is not word-counted.
+    """
+
+    options = {"min_words": 1, "max_words": 1000, "refusals": True, "not_seed": True, "grounded_in": None,
+               "grounded": ["answer"]}
 
     def prepare(self, leaf, context_window):
         self.seed_texts = {str(ex.get(c, "")).strip().casefold() for ex in leaf.get("seed_examples") or []
@@ -283,7 +289,10 @@ class FilterStep(Step):
         return kept, rejected
 
     def _problem(self, row: Row) -> str | None:
+        source = self.opt["grounded_in"]
         for c in self.spec.reads:
+            if c == source:
+                continue
             value = str(row.get(c) or "")
             words = len(value.split())
             if words < self.opt["min_words"]:
@@ -294,6 +303,13 @@ class FilterStep(Step):
                 return f"{c} is a refusal"
             if self.opt["not_seed"] and value.strip().casefold() in self.seed_texts:
                 return f"{c} copies a seed example"
+        if source:
+            from unfork.sdg.facts import unsupported
+
+            for c in self.opt["grounded"]:
+                missing = unsupported(str(row.get(c) or ""), str(row.get(source) or ""), str(row.get("question") or ""))
+                if missing:
+                    return f"{c} states what the passage does not ({', '.join(missing[:3])})"
         return None
 
 
