@@ -23,24 +23,20 @@ pytestmark = pytest.mark.slow
 
 
 def exam_reply(prompt: str) -> str:
-    """Multiple-choice questions from the passage's sentences that hold a number; wrong answers change it."""
+    """Questions on the passage's sentences that hold a number, answered with the sentence itself."""
     passage = " ".join(prompt.split("[PASSAGE]", 1)[1].split("[END OF PASSAGE]", 1)[0].split())
     out = []
     for sentence in re.split(r"(?<=\.)\s+", passage):
-        number = re.search(r"\b\d[\d,]*\b", sentence)
-        if not number or len(sentence.split()) < 6 or len(out) >= 3:
+        if not re.search(r"\b\d[\d,]*\b", sentence) or len(sentence.split()) < 6 or len(out) >= 3:
             continue
-        value = int(number.group(0).replace(",", ""))
-        wrong = [sentence.replace(number.group(0), str(value + d), 1) for d in (3, 17, 40)]
-        subject = " ".join(re.findall(r"\w+", sentence)[:3])
-        out.append(f"Question: Which statement about {subject} is true?\nCorrect: {sentence}\n"
-                   + "\n".join(f"Wrong: {w}" for w in wrong))
+        subject = " ".join(re.findall(r"[a-z]+", sentence)[:3])
+        out.append(f"Question: Which statement about {subject} is true?\nAnswer: {sentence}")
     return "\n\n".join(out)
 
 
 def teacher(body):
     prompt = body["messages"][-1]["content"]
-    if "multiple-choice exam questions" in prompt:
+    if "[PASSAGE]" in prompt:
         return Reply(text=exam_reply(prompt))
     if "[ANSWER]" in prompt:
         return Reply(text=judge_reply(body))
@@ -81,4 +77,4 @@ def test_the_main_job_goes_from_taxonomy_to_report(tmp_path, monkeypatch):
                                          "--knowledge-samples", "3", "--epochs", "1", "--skip-eval"])
         assert again.exit_code == 0, again.output
         assert "already trained" in again.output
-        assert not any("multiple-choice" in str(body) for body in fake.requests)
+        assert not any("[PASSAGE]" in str(body) for body in fake.requests)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -11,51 +12,45 @@ from unfork.eval import knowledge as kn
 CHUNK = ("Marrowvey covers 212 square kilometres. Its highest point is Mount Ardal, a granite peak 1,087 metres "
          "high. The Lisk, at 19 kilometres, is the longest river on the island.")
 
+DOCUMENT = CHUNK + (" Orra Water is a lake of 4.6 square kilometres near Cael Harbour. Port Sorrel has 6,310 people."
+                   " The Tamsey joins the sea at Cael Harbour, and Kestle Rock lies off Gull Point.")
+
 REPLY = """Here are the questions.
 
-Question: How high is Mount Ardal on Marrowvey?
-Correct: Mount Ardal is 1,087 metres high.
-Wrong: Mount Ardal is 1,250 metres high.
-Wrong: Mount Ardal is 987 metres high.
-Wrong: Mount Ardal is 1,412 metres high.
+**Question 1:** How high is Mount Ardal on Marrowvey?
+**Answer:** Mount Ardal is 1,087 metres high.
 
-**Question 2:** Which is the longest river on Marrowvey?
-**Correct:** The Lisk is the longest river on Marrowvey.
-- Wrong: The Tamsey is the longest river on Marrowvey.
-- Wrong: The Orra is the longest river on Marrowvey.
-- Wrong: The Cael is the longest river
-  on Marrowvey.
+Question: Which river is the longest on the island of Marrowvey?
+Answer: The longest river is the Lisk.
 
-Question: What is the area of Marrowvey?
-Correct: Marrowvey covers 212 square kilometres.
-Wrong: Marrowvey covers 300 square kilometres.
+Question: How many people live on Marrowvey?
+Answer: About 9,999 people live there.
 """
 
 
-def test_parse_reads_records_in_loose_markdown_and_counts_broken_ones():
-    records, broken = kn.parse_questions(REPLY)
-    assert [r["question"] for r in records] == ["How high is Mount Ardal on Marrowvey?",
-                                                "Which is the longest river on Marrowvey?"]
-    assert records[1]["correct"] == "The Lisk is the longest river on Marrowvey."
-    assert records[1]["wrong"][2] == "The Cael is the longest river on Marrowvey."
-    assert broken == 1  # the third question has one wrong answer only
+def test_pairs_become_questions_whose_wrong_options_swap_the_fact_for_one_of_the_document():
+    pairs = kn.parse_pairs(REPLY)
+    assert len(pairs) == 3
+    made = [kn.make_question(p, CHUNK, DOCUMENT) for p in pairs]
+    height, reason = made[0]
+    assert reason == "" and height["correct"] == "Mount Ardal is 1,087 metres high."
+    assert len(height["wrong"]) == 3 and all(w.startswith("Mount Ardal is ") and "1,087" not in w
+                                             for w in height["wrong"])
+    assert all(re.search(r"\d,\d{3} metres", w) for w in height["wrong"])  # numbers of the same shape
+    river, _ = made[1]
+    assert {w.removeprefix("The longest river is the ").rstrip(".") for w in river["wrong"]} <= {
+        "Tamsey", "Orra Water", "Cael Harbour", "Kestle Rock", "Gull Point", "Port Sorrel", "Marrowvey"}
+    assert made[2] == (None, "answer not supported by the document")  # 9,999 is not in the chunk
 
 
-@pytest.mark.parametrize(("rec", "reason"), [
-    ({"question": "How high is Mount Ardal on Marrowvey?", "correct": "Mount Ardal is 1,087 metres high.",
-      "wrong": ["Mount Ardal is 1,250 metres high.", "Mount Ardal is 987 metres high.",
-                "Mount Ardal is 1,412 metres high."]}, None),
-    ({"question": "How high is Mount Ardal on Marrowvey?", "correct": "Mount Ardal is 2,000 metres high.",
-      "wrong": ["Mount Ardal is 1,250 metres high.", "Mount Ardal is 987 metres high.",
-                "Mount Ardal is 1,412 metres high."]}, "correct answer not supported by the document"),
-    ({"question": "What does the passage say about Mount Ardal?", "correct": "It is 1,087 metres high.",
-      "wrong": ["a", "b", "c"]}, "refers to the passage"),
-    ({"question": "How high is Mount Ardal on Marrowvey?", "correct": "Mount Ardal is 1,087 metres high.",
-      "wrong": ["Mount Ardal is 1,087 metres high", "b", "c"]}, "options not distinct"),
-    ({"question": "Mount Ardal height", "correct": "1,087 metres", "wrong": ["a", "b", "c"]}, "not a question"),
+@pytest.mark.parametrize(("pair", "reason"), [
+    ({"question": "What does the passage say about Mount Ardal?", "answer": "It is 1,087 metres high."},
+     "refers to the passage"),
+    ({"question": "Mount Ardal height", "answer": "1,087 metres"}, "not a question"),
+    ({"question": "Is Mount Ardal a granite peak?", "answer": "yes, it is granite."}, "no checkable fact"),
 ])
-def test_check_question(rec, reason):
-    assert kn.check_question(rec, CHUNK) == reason
+def test_unfit_pairs_are_dropped_with_a_reason(pair, reason):
+    assert kn.make_question(pair, CHUNK, DOCUMENT) == (None, reason)
 
 
 def test_options_are_shuffled_stably_and_the_right_index_follows():

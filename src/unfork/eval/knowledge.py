@@ -1,11 +1,14 @@
 """The ``knowledge`` benchmark: did the student learn the facts of the knowledge documents?
 
 Like InstructLab's MMLU-branch, but built from the contributor's own
-documents: the teacher writes multiple-choice questions from each chunk of
-each knowledge leaf's documents (the right answer and three wrong ones, all as
-full sentences that differ only in the fact), and any question close to a
-question of the training data is dropped, so the score measures knowledge and
-not recall of a training sample. Base and trained models are scored the same
+documents: the teacher writes questions with one-sentence answers from each
+chunk of each knowledge leaf's documents; answers whose numbers or names are
+not in the chunk are dropped, and the three wrong options are the right
+sentence with its key fact swapped for another number or name of the same
+document (so they differ only in the fact, and a model that never read the
+document cannot tell them apart). Questions close to a question of the
+training data are dropped, so the score measures knowledge and not recall of
+a training sample. Base and trained models are scored the same
 way lm-evaluation-harness scores MMLU: the option with the highest
 log-likelihood per byte is the model's choice. Chance is 25%.
 
@@ -31,7 +34,7 @@ from unfork.sdg.facts import unsupported
 QUESTIONS_FILE = "eval_knowledge.json"
 HOLD_OUT_ROUGE = 0.6  # a question this close (ROUGE-L) to a training question is not a fair test
 PER_CHUNK = 5
-CHUNK_TOKENS = 400
+CHUNK_TOKENS = 500
 
 PROMPT = """Below is a passage from a document about {domain}.
 
@@ -39,21 +42,16 @@ PROMPT = """Below is a passage from a document about {domain}.
 {chunk}
 [END OF PASSAGE]
 
-Write {n} multiple-choice exam questions about different facts stated in the passage (names, numbers, years, places, what something is or does). Each question must be answerable from the passage alone and must make sense without it: name the subject instead of saying "the passage" or "the text".
+Write {n} questions about different facts stated in the passage: names, numbers, years, places. Each question must make sense without the passage: name the subject instead of saying "the passage". After each question, answer it with one short sentence that states the fact.
 
-For each question write the correct answer as one short sentence, then three wrong answers: the same sentence with the key fact replaced by a different, plausible one of the same kind (another number, another name, another year). Wrong answers must be false according to the passage.
-
-Use exactly this format, with nothing else:
+Use exactly this format:
 
 Question: ...
-Correct: ...
-Wrong: ...
-Wrong: ...
-Wrong: ...
+Answer: ...
 """
 
-_FIELD = re.compile(r"^\s*(?:[*_#>\-]+\s*)?(question|correct(?: answer)?|wrong(?: answer)?)\s*\d*\s*(?:[*_]+\s*)?"
-                    r"[:.)]\s*(?:[*_]+\s*)?(.*)$", re.I)
+_NUMBER = re.compile(r"\b\d{1,3}(?:,\d{3})+\b|\b\d+(?:\.\d+)?\b")
+_NAME = re.compile(r"\b[A-Z][a-z]+(?:[' ](?:of |the )?[A-Z][a-z]+)*")
 _SALIENT = re.compile(r"\d[\d,.]*|\b[A-Z][a-z]+(?:[' ][A-Z][a-z]+)*")
 
 
@@ -89,54 +87,81 @@ class ExamBuild:
 # --------------------------------------------------------------------------- building the exam
 
 
-def parse_questions(raw: str) -> tuple[list[dict[str, Any]], int]:
-    """``Question/Correct/Wrong×3`` records from the teacher's text; also the number of broken records."""
-    records: list[dict[str, Any]] = []
-    current: str | None = None
-    for line in raw.splitlines():
-        m = _FIELD.match(line)
-        if not m:
-            if current and records and line.strip():
-                rec = records[-1]
-                if current == "wrong" and rec["wrong"]:
-                    rec["wrong"][-1] += " " + line.strip()
-                elif current != "wrong":
-                    rec[current] = (rec.get(current, "") + " " + line.strip()).strip()
-            continue
-        kind, text = m.group(1).split()[0].lower(), m.group(2).strip()
-        if kind == "question":
-            records.append({"question": text, "correct": "", "wrong": []})
-        elif not records:
-            continue
-        elif kind == "correct":
-            records[-1]["correct"] = text
-        else:
-            records[-1]["wrong"].append(text)
-        current = kind
-    good = [r for r in records if r["question"] and r["correct"] and len(r["wrong"]) >= 3]
-    return good, len(records) - len(good)
+def parse_pairs(raw: str) -> list[dict[str, str]]:
+    """``Question:``/``Answer:`` records of the teacher's reply (the parser the SDG pipelines use)."""
+    from unfork.sdg.parsers import labeled
+
+    return labeled(raw, False, ["question", "answer"], labels={"question": ["Question", "Q"],
+                                                               "answer": ["Answer", "A"]}).items
 
 
 def _salient(text: str) -> set[str]:
     return {s.replace(",", "").rstrip(".").casefold() for s in _SALIENT.findall(text)}
 
 
-def check_question(rec: dict[str, Any], chunk: str) -> str | None:
-    """Why a parsed question is unfit for the exam, or None when it is fit."""
-    options = [rec["correct"], *rec["wrong"][:3]]
-    if len({o.casefold().strip(" .") for o in options}) < 4:
-        return "options not distinct"
-    if len(rec["question"].split()) < 4 or not rec["question"].rstrip().endswith("?"):
-        return "not a question"
-    if re.search(r"\b(passage|the text|the document|the author)\b", rec["question"], re.I):
-        return "refers to the passage"
-    # The facts of the right answer (numbers, names) must come from the chunk.
-    if unsupported(rec["correct"], chunk, rec["question"]):
-        return "correct answer not supported by the document"
-    facts = _salient(rec["correct"]) - _salient(rec["question"])
-    if facts and any(_salient(w) == _salient(rec["correct"]) for w in rec["wrong"][:3]):
-        return "a wrong answer states the same facts"
+def key_fact(answer: str, question: str) -> tuple[str, str] | None:
+    """The fact the answer adds to the question: a number, else a name; with its kind."""
+    asked = _salient(question)
+    for m in _NUMBER.finditer(answer):
+        if m.group(0).replace(",", "") not in asked:
+            return m.group(0), "number"
+    for m in _NAME.finditer(answer):
+        name = m.group(0)
+        if name.casefold() not in asked and not all(w.casefold() in asked for w in name.split()) \
+                and (m.start() > 0 or " " in name):
+            return name, "name"
     return None
+
+
+def distractors(fact: str, kind: str, document: str, rng: random.Random, k: int = 3) -> list[str]:
+    """``k`` wrong values of the same kind: other numbers or names of the same document, else near numbers."""
+    if kind == "number":
+        value = float(fact.replace(",", ""))
+        pool = {n for n in _NUMBER.findall(document) if n != fact and ("," in n) == ("," in fact)
+                and ("." in n) == ("." in fact) and len(n) == len(fact)}
+        if len(pool) < k and "." not in fact:
+            step = max(1, round(abs(value) * 0.15))
+            near = [int(value) + d * step for d in (-2, -1, 1, 2, 3) if int(value) + d * step > 0]
+            shaped = {f"{n:,}" if "," in fact else str(n) for n in near}
+            pool |= {n for n in shaped if len(n) == len(fact) and n != fact}
+    else:
+        words = len(fact.split())
+        pool = {n for n in _names(document) if n != fact and fact not in n and n not in fact
+                and abs(len(n.split()) - words) <= 1}
+    return rng.sample(sorted(pool), k) if len(pool) >= k else []
+
+
+def _names(document: str) -> set[str]:
+    """Capitalised names used inside a sentence at least once (not just a sentence's or heading's first word)."""
+    out: set[str] = set()
+    for m in _NAME.finditer(document):
+        if m.group(0).startswith("The "):  # "The Tamsey": the article belongs to the sentence
+            continue
+        before = document[max(0, m.start() - 2):m.start()]
+        mid_sentence = m.start() > 0 and before[-1:] == " " and before[:1] not in ".!?:\n#" and before.strip() != ""
+        several_words = " " in m.group(0) and before[-1:] in (" ", "\n")
+        if mid_sentence or several_words:
+            out.add(m.group(0))
+    return out
+
+
+def make_question(pair: dict[str, str], chunk: str, document: str) -> tuple[dict[str, Any] | None, str]:
+    """A multiple-choice question from a teacher's pair, or None and why not."""
+    question, answer = pair["question"].strip(), " ".join(pair["answer"].split())
+    if len(question.split()) < 4 or not question.endswith("?"):
+        return None, "not a question"
+    if re.search(r"\b(passage|the text|the document|the author)\b", question, re.I):
+        return None, "refers to the passage"
+    if unsupported(answer, chunk, question):
+        return None, "answer not supported by the document"
+    fact = key_fact(answer, question)
+    if fact is None:
+        return None, "no checkable fact"
+    rng = random.Random(f"{question}\n{answer}")
+    wrong = [answer.replace(fact[0], d, 1) for d in distractors(fact[0], fact[1], document, rng)]
+    if len(wrong) < 3:
+        return None, "too few distractors"
+    return {"question": question, "correct": answer, "wrong": wrong}, ""
 
 
 def knowledge_leaves(dataset: Path) -> tuple[Path, list[Any]]:
@@ -168,7 +193,7 @@ def training_questions(dataset: Path) -> list[str]:
 
 async def _ask_teacher(client: Any, model: str | None, prompt: str, seed: int) -> str:
     result = await client.chat([{"role": "user", "content": prompt}], model=model, temperature=0.3,
-                               max_tokens=900, seed=seed)
+                               max_tokens=420, seed=seed)
     return result.text
 
 
@@ -185,15 +210,16 @@ def build_exam(dataset: Path, client: Any, model: str | None, *, per_chunk: int 
     jobs = []
     for leaf in leaves:
         docs = load_documents(leaf, root, get_paths().cache_dir / "documents")
+        document = "\n\n".join(d.text for d in docs)
         for chunk in chunk_documents(docs, max_tokens=CHUNK_TOKENS):
             prompt = PROMPT.format(domain=leaf.columns.get("domain") or "a subject", chunk=chunk.text, n=per_chunk)
-            jobs.append((leaf.rel, chunk, prompt))
+            jobs.append((leaf.rel, chunk, document, prompt))
     if not jobs:
         return build
     echo(f"Writing the knowledge exam: {len(jobs)} document chunks, {per_chunk} questions each ...")
 
     async def everything() -> list[str | BaseException]:
-        return await asyncio.gather(*(_ask_teacher(client, model, p, seed + i) for i, (_, _, p) in enumerate(jobs)),
+        return await asyncio.gather(*(_ask_teacher(client, model, job[3], seed + i) for i, job in enumerate(jobs)),
                                     return_exceptions=True)
 
     replies = asyncio.run(_closing(client, everything()))
@@ -201,24 +227,21 @@ def build_exam(dataset: Path, client: Any, model: str | None, *, per_chunk: int 
     for q in training_questions(dataset):
         held_out.add(q)
     seen = RougeIndex(0.7)
-    for (rel, chunk, _), reply in zip(jobs, replies, strict=True):
+    for (rel, chunk, document, _), reply in zip(jobs, replies, strict=True):
         if isinstance(reply, BaseException):
             build.drop(f"teacher error: {type(reply).__name__}")
             continue
-        records, broken = parse_questions(reply)
-        for _ in range(broken):
-            build.drop("malformed")
-        for rec in records:
-            reason = check_question(rec, chunk.text)
-            if reason is None and held_out.find(rec["question"])[1] is not None:
-                reason = "close to a training question"
-            if reason is None and seen.find(rec["question"])[1] is not None:
-                reason = "duplicate"
-            if reason:
+        for pair in parse_pairs(reply)[:per_chunk]:
+            rec, reason = make_question(pair, chunk.text, document)
+            if rec and held_out.find(rec["question"])[1] is not None:
+                rec, reason = None, "close to a training question"
+            if rec and seen.find(rec["question"])[1] is not None:
+                rec, reason = None, "duplicate"
+            if rec is None:
                 build.drop(reason)
                 continue
             seen.add(rec["question"])
-            build.questions.append(MCQuestion(rel, rec["question"], rec["correct"], rec["wrong"][:3],
+            build.questions.append(MCQuestion(rel, rec["question"], rec["correct"], rec["wrong"],
                                               f"{chunk.doc}#{chunk.index}"))
     return build
 
@@ -336,9 +359,9 @@ def teacher_opener(judge_url: str | None, judge_model: str | None, api_key: str 
         from unfork.config import load_config
         from unfork.serve.launch import running_server
 
-        ep = stack.enter_context(running_server(judge_model or load_config().models.teacher, parallel=4,
-                                                ctx_size=4 * 2048))
-        return OpenAIClient(ClientSettings(ep.base_url, api_key=ep.api_key, max_concurrency=4)), ep.model
+        ep = stack.enter_context(running_server(judge_model or load_config().models.teacher, parallel=8,
+                                                ctx_size=8 * 2048))
+        return OpenAIClient(ClientSettings(ep.base_url, api_key=ep.api_key, max_concurrency=8)), ep.model
 
     return open_
 
