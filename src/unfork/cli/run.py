@@ -26,8 +26,8 @@ import click
 # teacher (0.5B, ~50 tokens/s) and the simple pipeline (no judge requests), and spends its
 # teacher time on knowledge, whose gain the evaluation measures. --teacher and --pipeline
 # choose others (on a GPU or a remote endpoint, the default teacher and 'full').
-MAIN_JOB = {"teacher": "qwen2.5-coder-0.5b-instruct", "pipeline": "simple", "num_samples": 10, "knowledge_samples": 30, "epochs": 6, "method": "full",
-            "learning_rate": 1e-4}
+MAIN_JOB = {"teacher": "qwen2.5-coder-0.5b-instruct", "pipeline": "simple", "num_samples": 10, "knowledge_samples": 30, "epochs": 4, "method": "full",
+            "learning_rate": 3e-4}
 
 
 class Run:
@@ -218,17 +218,17 @@ def _run_skills(trained: str, base_model: str, dataset: Path, eval_dir: Path, te
     from unfork.eval.skills import run_skills
 
     with open_judge(judge_url, model=None if judge_url else teacher) as judge:
-        return run_skills(trained, base_model, data_path=dataset, judge=judge, output_dir=eval_dir, max_tokens=256)
+        return run_skills(trained, base_model, data_path=dataset, judge=judge, output_dir=eval_dir, max_tokens=160)
 
 
 def _comparisons(trained: str, base_model: str, dataset: Path) -> list[dict[str, Any]] | None:
     """Base and trained answers to the knowledge leaves' seed questions (the test split), for the report."""
     from unfork.eval.compare import compare, read_test_split
 
-    items = read_test_split(dataset, ("knowledge",))[:8]
+    items = read_test_split(dataset, ("knowledge",))[:5]
     if not items:
         return None
-    return compare(trained, base_model, items, max_tokens=160, echo=click.echo)["items"]
+    return compare(trained, base_model, items, max_tokens=96, echo=click.echo)["items"]
 
 
 def _print_overall(result: dict[str, Any], echo: Callable[[str], None] = click.echo) -> None:

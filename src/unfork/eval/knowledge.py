@@ -33,7 +33,7 @@ from unfork.sdg.facts import unsupported
 
 QUESTIONS_FILE = "eval_knowledge.json"
 HOLD_OUT_ROUGE = 0.7  # a question this close (ROUGE-L) to a training question is not a fair test
-PER_CHUNK = 5
+PER_CHUNK = 4
 CHUNK_TOKENS = 350
 
 PROMPT = """Below is a passage from a document about {domain}.
@@ -193,7 +193,7 @@ def training_questions(dataset: Path) -> list[str]:
 
 async def _ask_teacher(client: Any, model: str | None, prompt: str, seed: int) -> str:
     result = await client.chat([{"role": "user", "content": prompt}], model=model, temperature=0.3,
-                               max_tokens=420, seed=seed)
+                               max_tokens=360, seed=seed)
     return result.text
 
 
