@@ -83,8 +83,7 @@ def run_dk(model: Any, base_model: Any, *, questions_file: str | Path, judge: Ju
     """Base against trained on the user's questions, graded 1-10 against their reference answers."""
     from unfork.eval.answers import DEFAULT_SYSTEM, ask
     from unfork.eval.compare import answer_both
-    from unfork.eval.results import summarize, write_result
-    from unfork.eval.skills import judge_context, judged_items
+    from unfork.eval.skills import judge_context, judged_result
 
     questions = read_questions(questions_file)  # check the file before loading any model
     questions = questions[:limit] if limit else questions
@@ -93,11 +92,5 @@ def run_dk(model: Any, base_model: Any, *, questions_file: str | Path, judge: Ju
     labels, base, trained = answer_both(model, base_model, conversations, max_tokens=max_tokens, echo=echo)
     rows = [{"leaf": q.category, "question": q.question, "reference": q.reference, "base_answer": b,
              "trained_answer": t, "line": q.line} for q, b, t in zip(questions, base, trained, strict=True)]
-    with judge_context(judge, judge_url, judge_model, api_key) as j:
-        echo(f"Judging {2 * len(rows)} answers with {j.label or j.model}")
-        scored, summary = judged_items(j, rows)
-    result = summarize("dk", labels, scored, metric="score_1_10", judge=summary)
-    result["questions_file"] = str(questions_file)
-    if output_dir:
-        write_result(result, Path(output_dir))
-    return result
+    return judged_result("dk", labels, rows, judge_context(judge, judge_url, judge_model, api_key), output_dir, echo,
+                         questions_file=str(questions_file))

@@ -72,11 +72,18 @@ def run_skills(model: Any, base_model: Any, *, data_path: str | Path | None = No
                                         max_tokens=max_tokens, echo=echo)
     rows = [{"leaf": it.leaf, "question": it.question, "reference": it.reference, "base_answer": b,
              "trained_answer": t} for it, b, t in zip(items, base, trained, strict=True)]
-    with judge_context(judge, judge_url, judge_model, api_key) as j:
+    return judged_result("skills", labels, rows, judge_context(judge, judge_url, judge_model, api_key),
+                         output_dir, echo, dataset=str(dataset))
+
+
+def judged_result(benchmark: str, labels: tuple[str, str], rows: list[dict[str, Any]], judging: Any,
+                  output_dir: Path | str | None, echo: Callable[[str], None], **extra: Any) -> dict[str, Any]:
+    """Grade both models' answers with the judge that ``judging`` opens; the result, written when asked."""
+    with judging as j:
         echo(f"Judging {2 * len(rows)} answers with {j.label or j.model}")
         scored, summary = judged_items(j, rows)
-    result = summarize("skills", labels, scored, metric="score_1_10", judge=summary)
-    result["dataset"] = str(dataset)
+    result = summarize(benchmark, labels, scored, metric="score_1_10", judge=summary)
+    result.update(extra)
     if output_dir:
         write_result(result, Path(output_dir))
     return result
