@@ -90,6 +90,7 @@ def test_generate_writes_a_complete_dataset_and_a_rerun_reuses_it(taxonomy, tmp_
     # The document's own paragraphs are samples too, each once, under its section.
     passages = [k for k in knowledge if k["metadata"]["format"] == "passage"]
     assert len(passages) >= 5 and len({p["messages"][2]["content"] for p in passages}) == len(passages)
+    assert len({p["messages"][1]["content"] for p in passages}) == len(passages)  # one prompt per paragraph
     assert any("Glasslight Festival" in p["messages"][1]["content"] for p in passages)
     skills = read_jsonl(out / "train_skills.jsonl")
     assert len(skills) + len(knowledge) == len(train)

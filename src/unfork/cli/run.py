@@ -137,7 +137,8 @@ def validate(job: Run, taxonomy_path: str | None, taxonomy_base: str | None, cfg
     reports = validate_files(diff.leaves + diff.misnamed, root)
     status = print_reports(reports, "text", color=sys.stdout.isatty())
     job.data.update(taxonomy=str(root), base=base, merge_base=diff.merge_base,
-                    leaves=[{"path": r.path, "kind": r.kind, "valid": r.ok} for r in reports])
+                    leaves=[{"path": r.path, "kind": r.kind, "valid": r.ok,
+                             "seed_examples": _seed_count(root, r.path) if r.ok else None} for r in reports])
     if status:
         job.save()
         raise click.ClickException("fix the errors above, then run again")
@@ -145,6 +146,14 @@ def validate(job: Run, taxonomy_path: str | None, taxonomy_base: str | None, cfg
         raise click.ClickException(f"no new or changed leaf against '{base}' in {root}: nothing to teach "
                                    "(use --taxonomy-base empty to teach every leaf)")
     return root, base
+
+
+def _seed_count(root: Path, rel: str) -> int:
+    """Seed question/answer pairs of a valid leaf (knowledge: every pair of every context)."""
+    from unfork.sdg.leaves import read_leaf
+
+    path = Path(rel) if Path(rel).is_absolute() else root / rel
+    return len(read_leaf(path, root).columns["seed_examples"])
 
 
 def generate(job: Run, cfg: Any, root: Path, base: str, num_samples: int, knowledge_samples: int) -> Path:

@@ -72,11 +72,16 @@ def passage_lines(result: LeafResult, system: str, meta: dict[str, Any]) -> list
     document-based knowledge samples, without a teacher request).
     """
     domain = str(result.leaf.columns.get("domain") or "the document")
+    found = passages(list(result.extra.get("chunks") or []))
+    per_topic = Counter(heading for heading, _ in found)
+    seen: Counter = Counter()
     lines = []
-    for heading, text in passages(list(result.extra.get("chunks") or [])):
-        topic = heading or domain
-        lines.append(chat_line(system, f"What does the document about {domain} say about {topic}?", text,
-                               {**meta, "format": "passage"}))
+    for heading, text in found:
+        seen[heading] += 1
+        # One prompt per paragraph: several answers to one prompt would teach their average.
+        part = f" (part {seen[heading]} of {per_topic[heading]})" if per_topic[heading] > 1 else ""
+        prompt = f"What does the document about {domain} say about {heading or domain}{part}?"
+        lines.append(chat_line(system, prompt, text, {**meta, "format": "passage"}))
     return lines
 
 
