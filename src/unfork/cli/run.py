@@ -80,9 +80,9 @@ def run(taxonomy_path: str | None, taxonomy_base: str | None, output_dir: str | 
     Without --taxonomy-path it copies the bundled example taxonomy (a freeform
     skill, a grounded skill and a knowledge leaf about a fictional island) into
     the run folder, so a new user sees the whole flow with no set-up: the
-    default teacher writes training data, the default student learns it, and
+    fast teacher writes training data, the default student learns it, and
     the report compares the student before and after on questions it was
-    not trained on.
+    not trained on. About 20 minutes on a 2-core CPU.
     """
     from unfork.config import load_config
     from unfork.paths import get_paths
