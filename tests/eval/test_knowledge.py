@@ -103,18 +103,24 @@ def test_score_and_summarize_per_leaf(logprobs):
     json.dumps(result)
 
 
-def test_training_questions_and_dataset_of(tmp_path):
+def test_training_questions_and_the_dataset_a_trained_model_came_from(tmp_path):
+    from unfork.eval.compare import dataset_for, run_of
+
     ds = tmp_path / "ds"
     (ds / "leaves" / "k").mkdir(parents=True)
     (ds / "manifest.json").write_text("{}")
+    (ds / "test_knowledge.jsonl").write_text("{}\n")
     (ds / "leaves" / "k" / "accepted.jsonl").write_text(
         json.dumps({"row": {"question": "How high is Mount Ardal?"}}) + "\n\n")
     assert kn.training_questions(ds) == ["How high is Mount Ardal?"]
     run = tmp_path / "run"
     (run / "final").mkdir(parents=True)
+    (run / "training.json").write_text("{}")
     (run / "data_manifest.json").write_text(json.dumps({"root": str(ds)}))
-    assert kn.dataset_of(str(run / "final"), None) == ds
-    assert kn.dataset_of(str(run), tmp_path / "other") == tmp_path / "other"
+    (tmp_path / "other").mkdir()
+    # run_knowledge finds its dataset this way: the one the run recorded, unless --data-path says otherwise.
+    assert dataset_for(run_of(str(run / "final")), None) == ds
+    assert dataset_for(run_of(str(run)), tmp_path / "other") == tmp_path / "other"
 
 
 def test_a_folder_that_is_not_a_dataset_is_a_clear_error(tmp_path):

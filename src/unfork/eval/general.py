@@ -161,20 +161,24 @@ def parse_letter(reply: str, choices: Sequence[str]) -> int | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def lettered_prompt(q: Question) -> str:
-    listing = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(q.choices))
-    return f"{q.question}\n\n{listing}\n\nAnswer with the letter of the correct option only."
+def lettered_prompt(question: str, choices: Sequence[str]) -> str:
+    listing = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+    return f"{question}\n\n{listing}\n\nAnswer with the letter of the correct option only."
 
 
 def pick(responder: Any, q: Question, system: str | None) -> int | None:
+    return choose(responder, q.question, q.choices, system)
+
+
+def choose(responder: Any, question: str, choices: Sequence[str], system: str | None) -> int | None:
     """The index the model chooses: by log-likelihood when it can give one, else by the letter it answers."""
     from unfork.eval.answers import ask
 
-    scores = responder.option_scores(ask(q.question, system), q.choices)
+    scores = responder.option_scores(ask(question, system), choices)
     if scores is not None:
-        return max(range(len(q.choices)), key=lambda i: scores[i])
-    reply = responder.answer([ask(lettered_prompt(q), system)], max_tokens=16)[0]
-    return parse_letter(reply, q.choices)
+        return max(range(len(choices)), key=lambda i: scores[i])
+    reply = responder.answer([ask(lettered_prompt(question, choices), system)], max_tokens=16)[0]
+    return parse_letter(reply, choices)
 
 
 def score_questions(responder: Any, questions: list[Question], system: str | None) -> list[int | None]:

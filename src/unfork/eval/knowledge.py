@@ -23,7 +23,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,29 +281,13 @@ def load_or_build_exam(dataset: Path, make_client: Callable[[], tuple[Any, str |
 # --------------------------------------------------------------------------- scoring
 
 
-_LETTERS = "ABCD"
-
-
-def choose(responder: Any, conversation: list[dict[str, str]], options: Sequence[str]) -> int | None:
-    """The option the model prefers: by log-likelihood in process, else by the letter it answers."""
-    scores = responder.option_scores(conversation, options)
-    if scores is not None:
-        return max(range(len(options)), key=lambda i: scores[i])
-    listing = "\n".join(f"{_LETTERS[i]}. {o}" for i, o in enumerate(options))
-    prompt = [*conversation[:-1], {"role": "user", "content": f"{conversation[-1]['content']}\n\n{listing}\n\n"
-                                   "Answer with the letter of the correct option only."}]
-    reply = responder.answer([prompt], max_tokens=8)[0]
-    m = re.search(r"\b([ABCD])\b", reply.upper())
-    return _LETTERS.index(m.group(1)) if m else None
-
-
 def score_model(responder: Any, questions: list[MCQuestion], system: str | None) -> list[dict[str, Any]]:
-    from unfork.eval.answers import ask
+    from unfork.eval.general import choose
 
     out = []
     for q in questions:
         options, right = q.options()
-        picked = choose(responder, ask(q.question, system), options)
+        picked = choose(responder, q.question, options, system)
         out.append({"picked": None if picked is None else options[picked], "correct": picked == right})
     return out
 
@@ -341,24 +325,6 @@ def summarize(questions: list[MCQuestion], base: list[dict[str, Any]], trained: 
 # --------------------------------------------------------------------------- the benchmark
 
 
-def dataset_of(model: str | None, data_path: str | Path | None) -> Path:
-    """``--data-path``, else the dataset the trained run recorded, else the newest dataset."""
-    if data_path:
-        return Path(data_path)
-    if model:
-        run = Path(model)
-        run = run.parent if run.name == "final" else run
-        manifest = run / "data_manifest.json"
-        if manifest.is_file():
-            root = Path(json.loads(manifest.read_text(encoding="utf-8")).get("root", ""))
-            if (root / "manifest.json").is_file():
-                return root
-    from unfork.paths import get_paths
-    from unfork.train.data import find_data
-
-    return find_data(None, get_paths().datasets_dir).root
-
-
 def teacher_opener(judge_url: str | None, judge_model: str | None, api_key: str | None, stack: Any):
     """A function opening the async client that writes the exam: the given endpoint or the local teacher."""
     from unfork.client import ClientSettings, OpenAIClient
@@ -383,8 +349,9 @@ def run_knowledge(model: str, base_model: str, *, data_path: str | Path | None =
     import contextlib
 
     from unfork.eval.answers import open_responder
+    from unfork.eval.compare import dataset_for, run_of
 
-    dataset = dataset_of(model, data_path)
+    dataset = dataset_for(run_of(model), data_path)
     with contextlib.ExitStack() as stack:
         exam = load_or_build_exam(dataset, teacher_opener(judge_url, judge_model, api_key, stack), echo=echo)
     questions = [MCQuestion(**q) for q in exam["questions"]]
