@@ -100,13 +100,14 @@ def train_lines(result: LeafResult, pipeline: Pipeline, teacher: str, other_chun
     chunks = list(dict.fromkeys(result.extra.get("chunks") or
                                 [a["row"].get("chunk", "") for a in result.accepted if a["row"].get("chunk")]))
     out = []
-    for sample in result.accepted:
+    raft_every = spread(len(result.accepted), float(mix.get("raft_share", 1.0)))
+    for i, sample in enumerate(result.accepted):
         row = sample["row"]
         meta = {"leaf": result.leaf.rel, "pipeline": pipeline.name, "teacher": teacher,
                 "scores": {c: row[c] for c in scores_cols if c in row}, "kind": flow}
         if flow != "knowledge" or mix.get("knowledge_plain", True):
             out.append(chat_line(system, user_text(flow, row), row["answer"], {**meta, "format": "qa"}))
-        if flow == "knowledge" and mix.get("knowledge_raft", True):
+        if flow == "knowledge" and mix.get("knowledge_raft", True) and i in raft_every:
             pool = [c for c in chunks + other_chunks if c != row["chunk"]]
             k = min(int(mix.get("raft_distractors", 2)), len(pool))
             distractors = rng.sample(pool, k)
@@ -116,6 +117,12 @@ def train_lines(result: LeafResult, pipeline: Pipeline, teacher: str, other_chun
         out += passage_lines(result, system, {"leaf": result.leaf.rel, "pipeline": pipeline.name, "teacher": "document",
                                               "scores": {}, "kind": flow})
     return out
+
+
+def spread(n: int, share: float) -> set[int]:
+    """``round(n * share)`` of the indices ``0..n-1``, evenly spread (no randomness, so reruns agree)."""
+    share = min(max(share, 0.0), 1.0)
+    return {i for i in range(n) if int((i + 1) * share + 0.5) > int(i * share + 0.5)}
 
 
 def test_lines(result: LeafResult, pipeline: Pipeline) -> list[dict[str, Any]]:

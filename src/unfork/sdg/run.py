@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ class GenerateRequest:
     seed: int = 42
     ctx_per_slot: int = 2048
     request_timeout: float = 600.0
+    mix: dict[str, Any] = field(default_factory=dict)  # overrides of the pipeline's ``mix:`` settings
 
 
 class GenerationFailed(UserError):
@@ -103,6 +105,8 @@ def generate_dataset(req: GenerateRequest, *, console: Any = None, show_progress
     from unfork.sdg.report import LiveProgress, explain_empty, summary_table, utilization
 
     pipeline = load_pipeline(req.pipeline)
+    if req.mix:  # how accepted samples become training lines; generation (and its cache) is unchanged
+        pipeline = dataclasses.replace(pipeline, mix={**pipeline.mix, **req.mix})
     leaves = select_leaves(req, echo)
     paths = get_paths()
     out = req.output_dir or paths.datasets_dir / time.strftime("%Y%m%d-%H%M%S")
