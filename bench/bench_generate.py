@@ -5,6 +5,7 @@
     python bench/bench_generate.py --model qwen2.5-coder-0.5b-instruct
     python bench/bench_generate.py --minutes 10         # a fixed time window on a busy machine
     python bench/bench_generate.py --ilab               # also InstructLab's `ilab data generate --pipeline simple`
+    python bench/bench_generate.py --ilab --leaves skills --pipeline simple   # skill leaves only, both tools
 
 One llama.cpp server (``running_server``, ``--parallel`` = concurrency) serves
 every phase of the run:
@@ -20,6 +21,9 @@ every phase of the run:
 
 Utilization = completion tokens/s the server delivered while generating ÷ the
 peak. Prints a table and one JSON object (``--json PATH`` writes it too).
+``--leaves skills`` removes the knowledge leaf from both taxonomy copies: ilab's
+knowledge path needs docling, its layout models and a GPU-build torchvision
+(../shared/baselines/ilab/README.md), which a plain install here lacks.
 """
 
 from __future__ import annotations
@@ -60,6 +64,15 @@ async def peak(url: str, key: str, model: str, concurrency: int, tokens: int, ro
     return best
 
 
+def example_taxonomy(dest: Path, leaves: str) -> Path:
+    from unfork.taxonomy.examples import prepare_example_taxonomy
+
+    taxonomy = prepare_example_taxonomy(dest)
+    if leaves == "skills":  # the leaves are untracked files, so removing the folder removes the leaf
+        shutil.rmtree(taxonomy / "knowledge")
+    return taxonomy
+
+
 def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: Path) -> dict:
     """Generate on a fresh copy of the example taxonomy; with ``--minutes``, stop after that long."""
     from unfork.client import ClientSettings, OpenAIClient
@@ -68,9 +81,7 @@ def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: P
     from unfork.sdg.leaves import load_documents
     from unfork.sdg.pipeline import load_pipeline
     from unfork.sdg.run import GenerateRequest, select_leaves
-    from unfork.taxonomy.examples import prepare_example_taxonomy
-
-    taxonomy = prepare_example_taxonomy(work / "taxonomy-unfork")
+    taxonomy = example_taxonomy(work / "taxonomy-unfork", args.leaves)
     req = GenerateRequest(taxonomy=taxonomy, base="empty", pipeline=args.pipeline, num_samples=args.num_samples)
     leaves = select_leaves(req, echo=lambda *_: None)
     cache = work / "sdg-cache"  # fresh: nothing replayed
@@ -113,9 +124,7 @@ def run_ilab(url: str, key: str, model: str, args: argparse.Namespace, work: Pat
     ilab = REPO / ".bench" / "ilab-venv" / "bin" / "ilab"
     if not ilab.exists():
         return {"skipped": f"{ilab} not found (see ../shared/baselines/ilab/README.md)"}
-    from unfork.taxonomy.examples import prepare_example_taxonomy
-
-    taxonomy = prepare_example_taxonomy(work / "taxonomy-ilab")
+    taxonomy = example_taxonomy(work / "taxonomy-ilab", args.leaves)
     home = work / "ilab-home"
     env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
            "XDG_DATA_HOME": str(home / "data"), "XDG_CACHE_HOME": str(home / "cache"),
@@ -145,6 +154,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=0, help="stop generating after this long (0: when done)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--ilab", action="store_true", help="also run InstructLab's ilab data generate --pipeline simple")
+    ap.add_argument("--leaves", choices=["all", "skills"], default="all",
+                    help="which leaves of the example taxonomy (skills: leave the knowledge leaf out)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work folder (datasets, journals) for a look")
     args = ap.parse_args()
@@ -155,7 +166,7 @@ def main() -> None:
     cfg = load_config()
     teacher = args.model or cfg.models.teacher
     work = Path(tempfile.mkdtemp(prefix="bench-generate-"))
-    report: dict = {"teacher": teacher, "pipeline": args.pipeline, "num_samples_per_leaf": args.num_samples,
+    report: dict = {"teacher": teacher, "pipeline": args.pipeline, "leaves": args.leaves, "num_samples_per_leaf": args.num_samples,
                     "concurrency": args.concurrency, "cpus": os.cpu_count()}
     try:
         with running_server(teacher, parallel=args.concurrency, ctx_size=args.concurrency * 2048, cfg=cfg) as ep:

@@ -13,7 +13,8 @@ medians are reported.
 
 Metrics: TTFT = time to the first streamed token; stream tok/s = decode speed
 seen by one client after its first token; total tok/s = all completion tokens
-over the wall time of the batch. Results also go to .bench/serve-<time>.json.
+over the wall time of the batch; overhead = 1 - the median over rounds of
+(unfork's total tok/s / llama-server's), each pair measured back to back. Results also go to .bench/serve-<time>.json.
 """
 
 from __future__ import annotations
@@ -170,20 +171,24 @@ def main() -> None:
                                                               for k, v in d.items()},
                          "overlapped": all(s["overlapped"] for s in samples[("unfork", n)]),
                          "ratio_total_tps": med["unfork"]["total_tps"] / med["llama-server"]["total_tps"],
+                         # each round's two batches ran back to back, so their ratio cancels slow drifts in load
+                         "ratio_paired_total_tps": statistics.median(
+                             u["total_tps"] / d["total_tps"]
+                             for u, d in zip(samples[("unfork", n)], samples[("llama-server", n)], strict=True)),
                          "ratio_ttft": med["unfork"]["ttft"] / med["llama-server"]["ttft"]})
 
     print(f"\nmedians of {args.rounds} rounds, max_tokens {args.max_tokens}, -np {args.parallel}, "
           f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f} "
           f"(at the start {load_start:.1f})")
     head = (f"{'model':34s} {'streams':>7s} {'TTFT direct':>11s} {'TTFT unfork':>11s} "
-            f"{'tok/s direct':>12s} {'tok/s unfork':>12s} {'unfork/direct':>13s} {'overhead':>8s}")
+            f"{'tok/s direct':>12s} {'tok/s unfork':>12s} {'unfork/direct':>13s} {'paired':>6s} {'overhead':>8s}")
     print(head)
     print("-" * len(head))
     for r in rows:
         ratio = r["ratio_total_tps"]
         print(f"{r['model']:34s} {r['streams']:7d} {r['llama-server_ttft']:10.2f}s {r['unfork_ttft']:10.2f}s "
               f"{r['llama-server_total_tps']:12.1f} {r['unfork_total_tps']:12.1f} {ratio:13.3f} "
-              f"{(1 - ratio) * 100:7.1f}%")
+              f"{r['ratio_paired_total_tps']:6.3f} {(1 - r['ratio_paired_total_tps']) * 100:7.1f}%")
     for model in {r["model"] for r in rows}:
         mine = {r["streams"]: r for r in rows if r["model"] == model}
         if 1 in mine and len(mine) > 1:
