@@ -14,7 +14,10 @@ medians are reported.
 Metrics: TTFT = time to the first streamed token; stream tok/s = decode speed
 seen by one client after its first token; total tok/s = all completion tokens
 over the wall time of the batch; overhead = 1 - the median over rounds of
-(unfork's total tok/s / llama-server's), each pair measured back to back. Results also go to .bench/serve-<time>.json.
+(unfork's total tok/s / llama-server's), each pair measured back to back;
+TTFT overhead likewise. With 8 streams TTFT swings by a second or two from
+batch to batch (where each prompt lands in llama.cpp's batches), so give it
+8 rounds or more. Results also go to .bench/serve-<time>.json.
 """
 
 from __future__ import annotations
@@ -175,20 +178,25 @@ def main() -> None:
                          "ratio_paired_total_tps": statistics.median(
                              u["total_tps"] / d["total_tps"]
                              for u, d in zip(samples[("unfork", n)], samples[("llama-server", n)], strict=True)),
-                         "ratio_ttft": med["unfork"]["ttft"] / med["llama-server"]["ttft"]})
+                         "ratio_ttft": med["unfork"]["ttft"] / med["llama-server"]["ttft"],
+                         "ratio_paired_ttft": statistics.median(
+                             u["ttft"] / d["ttft"]
+                             for u, d in zip(samples[("unfork", n)], samples[("llama-server", n)], strict=True))})
 
     print(f"\nmedians of {args.rounds} rounds, max_tokens {args.max_tokens}, -np {args.parallel}, "
           f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f} "
           f"(at the start {load_start:.1f})")
     head = (f"{'model':34s} {'streams':>7s} {'TTFT direct':>11s} {'TTFT unfork':>11s} "
-            f"{'tok/s direct':>12s} {'tok/s unfork':>12s} {'unfork/direct':>13s} {'paired':>6s} {'overhead':>8s}")
+            f"{'tok/s direct':>12s} {'tok/s unfork':>12s} {'unfork/direct':>13s} {'paired':>6s} {'overhead':>8s} "
+            f"{'TTFT overhead':>13s}")
     print(head)
     print("-" * len(head))
     for r in rows:
         ratio = r["ratio_total_tps"]
         print(f"{r['model']:34s} {r['streams']:7d} {r['llama-server_ttft']:10.2f}s {r['unfork_ttft']:10.2f}s "
               f"{r['llama-server_total_tps']:12.1f} {r['unfork_total_tps']:12.1f} {ratio:13.3f} "
-              f"{r['ratio_paired_total_tps']:6.3f} {(1 - r['ratio_paired_total_tps']) * 100:7.1f}%")
+              f"{r['ratio_paired_total_tps']:6.3f} {(1 - r['ratio_paired_total_tps']) * 100:7.1f}% "
+              f"{(r['ratio_paired_ttft'] - 1) * 100:12.1f}%")
     for model in {r["model"] for r in rows}:
         mine = {r["streams"]: r for r in rows if r["model"] == model}
         if 1 in mine and len(mine) > 1:
