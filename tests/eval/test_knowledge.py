@@ -53,6 +53,23 @@ def test_unfit_pairs_are_dropped_with_a_reason(pair, reason):
     assert kn.make_question(pair, CHUNK, DOCUMENT) == (None, reason)
 
 
+def test_a_fact_from_another_sentence_than_the_one_asked_about_is_dropped():
+    chunk = ("Marrowvey was first settled around 640. The Marine Institute was founded in 1988 by\n"
+             "Dr. Ilse Varn. Exactly 1,847 lanterns line the harbour wall on the festival's opening night.")
+    wrong_year = {"question": "In what year was Marrowvey Island first settled?", "answer": "It was settled in 1988."}
+    assert kn.make_question(wrong_year, chunk, DOCUMENT + " " + chunk) == (
+        None, "no sentence states the fact about what is asked")
+    assert kn.fact_fits_question("640", wrong_year["question"], chunk)
+    # "1847" is not "1,847" read differently, and 1988 is found across the wrapped line
+    assert kn.fact_fits_question("1847", "How many lanterns line the harbour wall?", chunk)
+    assert kn.fact_fits_question("1988", "When was the Marine Institute founded?", chunk)
+    assert not kn.fact_fits_question("18", "How many lanterns line the harbour wall?", chunk)
+    # the contributor's own seed examples are trusted
+    seed = {"question": "In what year was Marrowvey Island first settled?", "answer": "It was settled in 1988."}
+    assert kn.make_question(seed, DOCUMENT + " " + chunk, DOCUMENT + " " + chunk, trusted=True)[1] != \
+        "no sentence states the fact about what is asked"
+
+
 def test_options_are_shuffled_stably_and_the_right_index_follows():
     q = kn.MCQuestion("knowledge/x", "How high is Mount Ardal?", "right", ["w1", "w2", "w3"])
     options, right = q.options()

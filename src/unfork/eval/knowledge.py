@@ -33,7 +33,7 @@ from unfork.sdg.facts import unsupported
 
 QUESTIONS_FILE = "eval_knowledge.json"
 HOLD_OUT_ROUGE = 0.7  # a question this close (ROUGE-L) to a training question is not a fair test
-PER_CHUNK = 4
+PER_CHUNK = 6  # most of a small teacher's questions fall to the filters; more per chunk make a steadier exam
 CHUNK_TOKENS = 350
 
 PROMPT = """Below is a passage from a document about {domain}.
@@ -145,8 +145,38 @@ def _names(document: str) -> set[str]:
     return out
 
 
-def make_question(pair: dict[str, str], chunk: str, document: str) -> tuple[dict[str, Any] | None, str]:
-    """A multiple-choice question from a teacher's pair, or None and why not."""
+# a sentence ends at . ! ? before a capital (not after "Dr." and the like), or at a blank line
+_SENTENCE_END = re.compile(r"(?<![A-Z][a-z])(?<![A-Z])(?<=[.!?])\s+(?=[A-Z\"'])|\n\s*\n")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3})")
+_WORD = re.compile(r"[a-z]{4,}")
+_QUESTION_WORDS = {"what", "which", "when", "where", "whom", "whose", "many", "much", "does", "year", "years",
+                   "there", "their", "have", "with", "from", "that", "this", "into", "about", "long", "name",
+                   "called", "take", "place", "first"}
+
+
+def _stems(text: str) -> set[str]:
+    return {w[:5] for w in _WORD.findall(text.casefold()) if w not in _QUESTION_WORDS}
+
+
+def fact_fits_question(fact: str, question: str, chunk: str) -> bool:
+    """A sentence of the chunk states ``fact`` and shares a content word with the question.
+
+    A weak teacher often pairs a question with a number from elsewhere in the
+    passage ("What year was the island founded?" - "1988", the year a museum
+    opened); such a question has no right answer, so it only adds noise.
+    Words found in most sentences (the document's subject) do not count.
+    """
+    sentences = [_THOUSANDS.sub("", " ".join(x.split())) for x in _SENTENCE_END.split(chunk) if x.strip()]
+    said = re.compile(r"(?<![\w.])" + re.escape(_THOUSANDS.sub("", fact)) + r"(?![\w]|\.\d)", re.IGNORECASE)
+    stating = [x for x in sentences if said.search(x)]
+    common = {w for w in _stems(chunk) if sum(w in _stems(x) for x in sentences) > len(sentences) / 3}
+    asked = _stems(question) - common
+    return any(asked & _stems(x) for x in stating)
+
+
+def make_question(pair: dict[str, str], chunk: str, document: str,
+                  trusted: bool = False) -> tuple[dict[str, Any] | None, str]:
+    """A multiple-choice question from a teacher's pair (or a ``trusted`` seed example), or None and why not."""
     question, answer = pair["question"].strip(), " ".join(pair["answer"].split())
     if len(question.split()) < 4 or not question.endswith("?"):
         return None, "not a question"
@@ -157,6 +187,8 @@ def make_question(pair: dict[str, str], chunk: str, document: str) -> tuple[dict
     fact = key_fact(answer, question)
     if fact is None:
         return None, "no checkable fact"
+    if not trusted and not fact_fits_question(fact[0], question, chunk):
+        return None, "no sentence states the fact about what is asked"
     rng = random.Random(f"{question}\n{answer}")
     wrong = [answer.replace(fact[0], d, 1) for d in distractors(fact[0], fact[1], document, rng)]
     if len(wrong) < 3:
@@ -191,9 +223,10 @@ def training_questions(dataset: Path) -> list[str]:
     return out
 
 
-async def _ask_teacher(client: Any, model: str | None, prompt: str, seed: int) -> str:
-    result = await client.chat([{"role": "user", "content": prompt}], model=model, temperature=0.3,
-                               max_tokens=360, seed=seed)
+async def _ask_teacher(client: Any, model: str | None, prompt: str, seed: int, per_chunk: int) -> str:
+    # Warmer than the data generator, so fewer questions repeat the training data's wording.
+    result = await client.chat([{"role": "user", "content": prompt}], model=model, temperature=0.7,
+                               max_tokens=60 * per_chunk + 40, seed=seed)
     return result.text
 
 
@@ -222,7 +255,7 @@ def build_exam(dataset: Path, client: Any, model: str | None, *, per_chunk: int 
     echo(f"Writing the knowledge exam: {len(jobs)} document chunks, {per_chunk} questions each ...")
 
     async def everything() -> list[str | BaseException]:
-        return await asyncio.gather(*(_ask_teacher(client, model, job[3], seed + i) for i, job in enumerate(jobs)),
+        return await asyncio.gather(*(_ask_teacher(client, model, job[3], seed + i, per_chunk) for i, job in enumerate(jobs)),
                                     return_exceptions=True)
 
     replies = asyncio.run(_closing(client, everything()))
@@ -231,7 +264,7 @@ def build_exam(dataset: Path, client: Any, model: str | None, *, per_chunk: int 
         held_out.add(q)
     seen = RougeIndex(0.7)
     for rel, row, document in seeds:
-        rec, reason = make_question(row, row.get("context") or document, document)
+        rec, reason = make_question(row, row.get("context") or document, document, trusted=True)
         if rec is None:
             build.drop(f"seed: {reason}")
             continue
