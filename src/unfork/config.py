@@ -82,6 +82,10 @@ class TrainConfig:
     effective_batch_size: int = _f(16, "Samples per optimizer step (reached with gradient accumulation).")
     max_seq_len: int = _f(1024, "Longest sample in tokens; longer ones are dropped and counted.")
     device: str = _f("auto", "Training device.", choices=("auto", "cpu", "cuda"))
+    distributed: str = _f("auto", "With several processes (torchrun): ddp copies the model to every device; fsdp "
+                                  "shards weights, gradients and optimizer state across them, for a full "
+                                  "fine-tune too big for one device (not LoRA). auto: ddp.",
+                          choices=("auto", "ddp", "fsdp"))
     dtype: str = _f("auto", "Training precision.", choices=("auto", "bf16", "fp32"))
     seed: int = _f(42, "Random seed.")
     strategy: str = _f("lab-multiphase", "LAB multi-phase (knowledge, then skills with replay) or skills only.",

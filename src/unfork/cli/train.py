@@ -34,6 +34,8 @@ def train(data_path: Path | None, model_name: str | None, output_dir: Path | Non
     \b
     Data-parallel on several processes or GPUs:
       torchrun --nproc-per-node 2 -m unfork model train ...
+    Sharded (FSDP) for a full fine-tune too big for one GPU:
+      torchrun --nproc-per-node 4 -m unfork model train --method full --distributed fsdp ...
     """
     from unfork.config import load_config
     from unfork.train.recipe import train as run_training

@@ -1,4 +1,4 @@
-"""The fine-tuning recipe: LoRA or full, one or two LAB phases, resumable, data-parallel.
+"""The fine-tuning recipe: LoRA or full, one or two LAB phases, resumable, data-parallel or sharded.
 
 Read :func:`train` top to bottom: set-up, data, model, then for each phase the
 loop (packed micro-batches, gradient accumulation to the effective batch,
@@ -17,6 +17,11 @@ The loss is the sum of cross-entropies over assistant tokens divided by the
 number of assistant tokens in the whole optimizer step (all micro-batches, all
 processes), so the gradient is the same however the step is split. Only the
 rows of the output head that have a target are computed.
+
+Under torchrun, ``--distributed`` picks DDP or FSDP (see distributed.py). With
+FSDP every forward and backward is a collective, so each process runs as many
+micro-batches as the busiest one, the extra ones weighted zero; saving gathers
+full tensors (see checkpoint.py) and rank 0 writes them.
 """
 
 from __future__ import annotations
@@ -142,7 +147,8 @@ def plan_phases(files: DataFiles, strategy: str, replay_fraction: float, seed: i
 
 def run_key(settings: dict[str, Any]) -> str:
     """What makes two runs the same run (a rerun resumes it): everything but where it runs."""
-    same = {k: v for k, v in settings.items() if k not in ("device", "keep_checkpoints", "save_steps", "report_to")}
+    where = ("device", "distributed", "keep_checkpoints", "save_steps", "report_to")
+    same = {k: v for k, v in settings.items() if k not in where}
     return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()
 
 
@@ -158,9 +164,15 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
 # --------------------------------------------------------------------------- evaluation
 
 
+def padded(real: list[Any], spare: list[Any], shape: tuple[int, int], count: int) -> list[tuple[Any, bool]]:
+    """``real`` micro-batches marked True, then copies of ``spare`` packed, marked False, up to ``count``."""
+    filler = pack(spare, *shape)[:1] * (count - len(real)) if count > len(real) else []
+    return [(mb, True) for mb in real] + [(mb, False) for mb in filler]
+
+
 @torch.no_grad()
 def held_out_loss(loss_fn: nn.Module, data: Prepared, shape: tuple[int, int], device: torch.device,
-                  dist: distributed.Dist, autocast: Any) -> float | None:
+                  dist: distributed.Dist, autocast: Any, sharded: bool = False) -> float | None:
     """Mean loss per assistant token over ``data`` (split across processes)."""
     if not data.samples:
         return None
@@ -168,9 +180,13 @@ def held_out_loss(loss_fn: nn.Module, data: Prepared, shape: tuple[int, int], de
     total = 0.0
     was_training = loss_fn.training
     loss_fn.eval()
-    for mb in pack([data.samples[i] for i in mine], *shape):
+    real = pack([data.samples[i] for i in mine], *shape)
+    count = distributed.all_max(dist, len(real), device) if sharded else len(real)
+    for mb, counted in padded(real, data.samples[:1], shape, count):
         with autocast():
-            total += float(loss_fn(*mb.tensors(device)))
+            out = float(loss_fn(*mb.tensors(device)))
+        if counted:
+            total += out
     loss_fn.train(was_training)
     return distributed.all_sum(dist, total, device) / data.target_tokens
 
@@ -194,6 +210,11 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
                              else "cpu")
     device = pick_device(cfg.device, dist)
     dtype = pick_dtype(cfg.dtype, device)
+    mode = distributed.pick_mode(cfg.distributed, dist, cfg.method)
+    sharded = mode == "fsdp"
+    if sharded and eval_hook is not None:
+        raise UserError("an evaluation hook runs the model outside the loss, which FSDP does not gather for",
+                        hint="use --distributed ddp")
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
@@ -244,7 +265,7 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
         info = {"key": key, "started": old_info.get("started", started),
                 "resumed": old_info.get("resumed", []) + ([started] if old_info else []),
                 "settings": settings, "dtype": str(dtype).removeprefix("torch."), "device": str(device),
-                "world_size": dist.world,
+                "world_size": dist.world, "distributed": mode,
                 "data": {p.name: {"train": tr.summary(), "test": te.summary()} for p, tr, te in prepared},
                 "phases": old_info.get("phases", {})}
         info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -260,14 +281,15 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
     #    compute dtype with float32 LoRA adapters.
     lora = cfg.method == "lora"
     net = AutoModelForCausalLM.from_pretrained(base.path, dtype=dtype if lora else torch.float32)
-    net.to(device)
+    if not sharded:  # FSDP moves each layer to the device as it shards it: the whole model never is there
+        net.to(device)
     net.set_attn_implementation(attention.register())
     if cfg.gradient_checkpointing:
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora:
         apply_lora(net, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules)
     net.train()
-    loss_fn = distributed.wrap(CausalLMLoss(net), dist, device)
+    loss_fn = distributed.wrap(CausalLMLoss(net), dist, device, mode, net)
 
     def autocast():
         if lora or dtype == torch.float32:
@@ -294,7 +316,7 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
         warmup = cfg.warmup_steps or max(1, round(0.05 * total_steps))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, total_steps))
         if resume_from is not None and pos.phase == phase_index:
-            pos = checkpoint.load(resume_from, model=net, optimizer=optimizer, scheduler=scheduler)
+            pos = checkpoint.load(resume_from, model=net, optimizer=optimizer, scheduler=scheduler, sharded=sharded)
         else:
             pos = checkpoint.Position(phase=phase_index)
         best_path = run / "phases" / phase.name / "best.safetensors"
@@ -307,21 +329,20 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
                 step_samples = plan[pos.step_in_epoch]
                 step_targets = sum(train_data.samples[i].n_targets for i in step_samples)
                 mine = shard(step_samples, train_data.samples, dist.rank, dist.world)
-                batches = pack([train_data.samples[i] for i in mine], *shape)
+                real = pack([train_data.samples[i] for i in mine], *shape)
+                # More processes than samples in this step: join the gradient sync with a zero-weighted
+                # micro-batch. With FSDP every process also runs as many micro-batches as the busiest.
+                count = distributed.all_max(dist, len(real), device) if sharded else max(1, len(real))
+                work = padded(real, [train_data.samples[step_samples[0]]], shape, count)
                 loss_sum = tokens = 0.0
-                if not batches:  # more processes than samples in this step: join the gradient sync with zero
-                    batches, scale_zero = pack([train_data.samples[step_samples[0]]], *shape), True
-                else:
-                    scale_zero = False
-                for k, mb in enumerate(batches):
-                    sync = k == len(batches) - 1
-                    ctx = loss_fn.no_sync() if dist.active and not sync else _null()
-                    with ctx, autocast():
+                for k, (mb, counted) in enumerate(work):
+                    with distributed.accumulate(loss_fn, mode, last=k == len(work) - 1), autocast():
                         out = loss_fn(*mb.tensors(device))
-                        # DDP averages gradients over processes; the step's loss is a global sum / global count.
-                        scaled = out * (0.0 if scale_zero else dist.world / step_targets)
+                        # DDP and FSDP average gradients over processes; the step's loss is a global
+                        # sum / global count.
+                        scaled = out * (dist.world / step_targets if counted else 0.0)
                     scaled.backward()
-                    if not scale_zero:
+                    if counted:
                         loss_sum += float(out.detach())
                         tokens += mb.n_tokens
                 if cfg.max_grad_norm > 0:
@@ -341,11 +362,12 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
                             "loss": round(step_loss, 6), "lr": scheduler.get_last_lr()[0],
                             "tokens": int(tokens), "tokens_per_s": round(tps, 1), "seconds": round(seconds, 4)})
                 if cfg.save_steps and pos.global_step % cfg.save_steps == 0 and pos.step_in_epoch < len(plan):
-                    _checkpoint(ckpt_dir, net, optimizer, scheduler, pos, settings, cfg.keep_checkpoints, dist)
+                    _checkpoint(ckpt_dir, net, optimizer, scheduler, pos, settings, cfg.keep_checkpoints, dist,
+                                sharded)
 
             # End of an epoch: held-out loss (or the evaluation hook), keep the best, checkpoint.
             pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
-            score = held_out_loss(loss_fn, test_data, shape, device, dist, autocast)
+            score = held_out_loss(loss_fn, test_data, shape, device, dist, autocast, sharded)
             if eval_hook is not None:
                 score = eval_hook(net, tokenizer, phase.name, pos.epoch)
             report.log({"phase": phase.name, "epoch": pos.epoch, "global_step": pos.global_step,
@@ -354,15 +376,17 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
                            + (f"loss {score:.4f}" if score is not None else "loss n/a (no test split)"))
             if pos.best_eval_loss is None or score is None or score < pos.best_eval_loss:
                 pos.best_eval_loss, pos.best_epoch = score, pos.epoch
-                if dist.main:
-                    _save_tensors(checkpoint.trainable_state(net), best_path)
-            _checkpoint(ckpt_dir, net, optimizer, scheduler, pos, settings, cfg.keep_checkpoints, dist)
+                if dist.main or sharded:  # gathering shards takes every process
+                    best = checkpoint.trainable_state(net, sharded)
+                    if dist.main:
+                        _save_tensors(best, best_path)
+            _checkpoint(ckpt_dir, net, optimizer, scheduler, pos, settings, cfg.keep_checkpoints, dist, sharded)
         report.stop()
 
         # End of the phase: continue from its best epoch.
         from safetensors.torch import load_file
 
-        checkpoint.load_trainable_state(net, load_file(str(best_path)))
+        checkpoint.load_trainable_state(net, load_file(str(best_path)), sharded)
         info["phases"][phase.name] = {"best_epoch": pos.best_epoch, "best_eval_loss": pos.best_eval_loss,
                                       "steps": pos.global_step}
         if dist.main:
@@ -371,41 +395,51 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
         pos = checkpoint.Position(phase=phase_index + 1)
 
     # 6. The output folder: adapter, merged model, tokenizer and chat template, manifest.
+    full = checkpoint.full_model_state(net) if sharded else None  # every process takes part in gathering
     if dist.main:
-        if lora:
-            save_adapter(net, run / "adapter", base_model=str(base.path), rank=cfg.lora_rank,
-                         alpha=cfg.lora_alpha, targets=cfg.lora_target_modules)
-            merge_lora(net)
-        if cfg.gradient_checkpointing:
-            net.gradient_checkpointing_disable()
-        net.set_attn_implementation("sdpa")
-        final = run / "final"
-        tmp = run / ".final.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        net.to("cpu").save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if tokenizer.chat_template and not (tmp / "chat_template.jinja").is_file():
-            (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
-        from unfork.models.store import folder_size, now, write_manifest
-
-        write_manifest(tmp, {"name": run.name, "format": "hf", "file": None, "source": f"trained from {base.name}",
-                             "base_model": str(base.path), "sha256": None, "size": folder_size(tmp),
-                             "date": now(), "role": "trained", "method": cfg.method, "run": str(run)})
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        _save_final(run, net, tokenizer, cfg, base, full)
         info["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        report.message(f"Trained model: {final}")
+        report.message(f"Trained model: {run / 'final'}")
     report.close()
     distributed.teardown(dist)
     return run
 
 
+def _save_final(run: Path, net: nn.Module, tokenizer: Any, cfg: TrainConfig, base: Any,
+                full: dict[str, torch.Tensor] | None) -> None:
+    """Write ``<run>/final`` (and ``<run>/adapter`` for LoRA); ``full`` is the gathered state of a sharded model."""
+    if cfg.method == "lora":
+        save_adapter(net, run / "adapter", base_model=str(base.path), rank=cfg.lora_rank,
+                     alpha=cfg.lora_alpha, targets=cfg.lora_target_modules)
+        merge_lora(net)
+    if cfg.gradient_checkpointing:
+        net.gradient_checkpointing_disable()
+    net.set_attn_implementation("sdpa")
+    final = run / "final"
+    tmp = run / ".final.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if full is None:
+        net.to("cpu").save_pretrained(tmp, safe_serialization=True)
+    else:  # the module holds shards; its config and the gathered tensors make the same folder
+        net.save_pretrained(tmp, state_dict=full, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if tokenizer.chat_template and not (tmp / "chat_template.jinja").is_file():
+        (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
+    from unfork.models.store import folder_size, now, write_manifest
+
+    write_manifest(tmp, {"name": run.name, "format": "hf", "file": None, "source": f"trained from {base.name}",
+                         "base_model": str(base.path), "sha256": None, "size": folder_size(tmp),
+                         "date": now(), "role": "trained", "method": cfg.method, "run": str(run)})
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
 def _checkpoint(root: Path, net: nn.Module, optimizer: Any, scheduler: Any, pos: checkpoint.Position,
-                settings: dict[str, Any], keep: int, dist: distributed.Dist) -> None:
-    if dist.main:
+                settings: dict[str, Any], keep: int, dist: distributed.Dist, sharded: bool = False) -> None:
+    if dist.main or sharded:  # gathering shards takes every process; rank 0 writes
         checkpoint.save(root / f"p{pos.phase}-s{pos.global_step:06d}", model=net, optimizer=optimizer,
-                        scheduler=scheduler, position=pos, settings=settings, keep=keep)
+                        scheduler=scheduler, position=pos, settings=settings, keep=keep, sharded=sharded)
     distributed.barrier(dist)
 
 
@@ -417,10 +451,3 @@ def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
     save_file(state, str(tmp))
     os.replace(tmp, path)
 
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
