@@ -53,7 +53,7 @@ def test_the_main_job_goes_from_taxonomy_to_report(tmp_path, monkeypatch):
     with FakeOpenAI(on_chat=teacher, http11=True, model="scripted-teacher") as fake:
         monkeypatch.setenv("UNFORK_MODELS_STUDENT", str(student))
         monkeypatch.setenv("UNFORK_GENERATE_ENDPOINT_URLS", fake.url)
-        monkeypatch.setenv("UNFORK_TRAIN_MAX_SEQ_LEN", "384")  # drops the long RAFT samples: a faster test
+        monkeypatch.setenv("UNFORK_TRAIN_MAX_SEQ_LEN", "384")  # drops the longest passages: a faster test
         res = CliRunner().invoke(cli, ["run", "--output-dir", str(out), "--num-samples", "3",
                                        "--knowledge-samples", "3", "--epochs", "1"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
@@ -61,6 +61,10 @@ def test_the_main_job_goes_from_taxonomy_to_report(tmp_path, monkeypatch):
     assert set(run["stage_seconds"]) == {"validate", "generate", "train", "evaluate", "report"}
     assert {leaf["kind"] for leaf in run["leaves"]} == {"knowledge", "skill"}
     assert set(run["scores"]) == {"knowledge", "skills", "general"}
+    assert set(run["eval_seconds"]) == {"knowledge", "skills", "general", "answers side by side"}
+    formats = {json.loads(line)["metadata"]["format"]
+               for line in (out / "dataset" / "train_knowledge.jsonl").read_text().splitlines()}
+    assert formats == {"qa", "passage"}  # the main job's mix: no RAFT copies
     knowledge = json.loads((out / "eval" / "knowledge.json").read_text())
     assert knowledge["overall"]["n"] >= 3 and 0 <= knowledge["overall"]["trained"] <= 100
     assert all(len(item["options"]) == 4 for item in knowledge["items"])

@@ -109,7 +109,7 @@ def train_lines(result: LeafResult, pipeline: Pipeline, teacher: str, other_chun
             out.append(chat_line(system, user_text(flow, row), row["answer"], {**meta, "format": "qa"}))
         if flow == "knowledge" and mix.get("knowledge_raft", True) and i in raft_every:
             pool = [c for c in chunks + other_chunks if c != row["chunk"]]
-            k = min(int(mix.get("raft_distractors", 2)), len(pool))
+            k = min(int(mix.get("raft_distractors", 1)), len(pool))
             distractors = rng.sample(pool, k)
             out.append(chat_line(system, raft_user(row["question"], row["chunk"], distractors, rng), row["answer"],
                                  {**meta, "format": "raft", "distractors": k}))

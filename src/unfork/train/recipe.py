@@ -374,7 +374,9 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
                         "eval_loss": score})
             report.message(f"{phase.name} epoch {pos.epoch}: held-out "
                            + (f"loss {score:.4f}" if score is not None else "loss n/a (no test split)"))
-            if pos.best_eval_loss is None or score is None or score < pos.best_eval_loss:
+            # "last": every epoch replaces the kept one (the held-out loss is still logged)
+            if cfg.keep_epoch == "last" or pos.best_eval_loss is None or score is None \
+                    or score < pos.best_eval_loss:
                 pos.best_eval_loss, pos.best_epoch = score, pos.epoch
                 if dist.main or sharded:  # gathering shards takes every process
                     best = checkpoint.trainable_state(net, sharded)
