@@ -129,18 +129,30 @@ def run_ilab(url: str, key: str, model: str, args: argparse.Namespace, work: Pat
     env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
            "XDG_DATA_HOME": str(home / "data"), "XDG_CACHE_HOME": str(home / "cache"),
            "PATH": f"{ilab.parent}:{os.environ.get('PATH', '')}", "OPENAI_API_KEY": key}
-    subprocess.run([str(ilab), "config", "init", "--non-interactive"], env=env, capture_output=True)
+    # With a taxonomy path that exists, init does not try to clone the public taxonomy (no network here).
+    init = subprocess.run([str(ilab), "config", "init", "--non-interactive", "--taxonomy-path", str(taxonomy)],
+                          env=env, capture_output=True, text=True)
+    if init.returncode:
+        return {"failed": f"ilab config init exited {init.returncode}", "log_tail": (init.stdout + init.stderr)[-1500:]}
+    # ilab's --sdg-scale-factor counts samples per seed example, unfork's --num-samples per leaf:
+    # aim both at about the same number of samples.
+    import yaml
+
+    qnas = [yaml.safe_load(p.read_text()) for p in taxonomy.rglob("qna.yaml")]
+    seeds = sum(len(q.get("seed_examples") or []) for q in qnas)
+    scale = max(1, round(args.num_samples * len(qnas) / max(seeds, 1)))
     out = work / "ilab-out"
     argv = [str(ilab), "data", "generate", "--pipeline", "simple", "--taxonomy-path", str(taxonomy),
             "--taxonomy-base", "empty", "--endpoint-url", url, "--api-key", key, "--model", model,
-            "--output-dir", str(out), "--sdg-scale-factor", str(args.num_samples)]
+            "--output-dir", str(out), "--sdg-scale-factor", str(scale)]
     t0 = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
         return {"failed": proc.returncode, "seconds": round(wall, 1), "log_tail": (proc.stdout + proc.stderr)[-1500:]}
     accepted = sum(1 for f in out.rglob("messages_*.jsonl") for _ in f.open())
-    return {"accepted": accepted, "seconds": round(wall, 1), "accepted_per_min": round(accepted / wall * 60, 2)}
+    return {"accepted": accepted, "seconds": round(wall, 1), "accepted_per_min": round(accepted / wall * 60, 2),
+            "sdg_scale_factor": scale, "files": sorted(str(f.relative_to(out)) for f in out.rglob("*.jsonl"))}
 
 
 def main() -> None:
