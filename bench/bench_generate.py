@@ -146,7 +146,8 @@ def run_ilab(url: str, key: str, model: str, args: argparse.Namespace, work: Pat
             "--taxonomy-base", "empty", "--endpoint-url", url, "--api-key", key, "--model", model,
             "--output-dir", str(out), "--sdg-scale-factor", str(scale)]
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    # In the work folder: ilab 0.26 leaves a stray 'None.lock' in its working directory.
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=work)
     wall = time.perf_counter() - t0
     if proc.returncode:
         return {"failed": proc.returncode, "seconds": round(wall, 1), "log_tail": (proc.stdout + proc.stderr)[-1500:]}
