@@ -33,9 +33,8 @@ def generate(taxonomy_path: str | None, taxonomy_base: str | None, endpoint_url:
     journaled as it completes: run the same command again after an
     interruption and it resumes; leaves that did not change are reused.
     """
-    from rich.console import Console
-
     from unfork.config import load_config
+    from unfork.sdg.report import stderr_console
     from unfork.sdg.run import GenerateRequest, generate_dataset
 
     overrides = collect("generate", flags)
@@ -43,7 +42,7 @@ def generate(taxonomy_path: str | None, taxonomy_base: str | None, endpoint_url:
         overrides["generate.endpoint_urls"] = list(endpoint_url)
     cfg = load_config(overrides=overrides)
     g = cfg.generate
-    console = Console(stderr=True)
+    console = stderr_console()
     req = GenerateRequest(
         taxonomy=Path(taxonomy_path) if taxonomy_path else cfg.taxonomy_path(),
         base=taxonomy_base or cfg.taxonomy.base, pipeline=g.pipeline, num_samples=g.num_samples,

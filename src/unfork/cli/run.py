@@ -166,11 +166,10 @@ def _seed_count(root: Path, rel: str) -> int:
 
 
 def generate(job: Run, cfg: Any, root: Path, base: str, num_samples: int, knowledge_samples: int) -> Path:
-    from rich.console import Console
-
+    from unfork.sdg.report import stderr_console
     from unfork.sdg.run import GenerateRequest, generate_dataset
 
-    console = Console(stderr=True)
+    console = stderr_console()
     req = GenerateRequest(taxonomy=root, base=base, pipeline=cfg.generate.pipeline, num_samples=num_samples,
                           knowledge_samples=knowledge_samples, max_concurrency=cfg.generate.max_concurrency,
                           endpoint_urls=list(cfg.generate.endpoint_urls), teacher_model=cfg.models.teacher,

@@ -54,6 +54,16 @@ class LiveProgress:
         self.progress.update(self.overall, completed=total)
 
 
+def stderr_console() -> Any:
+    """Rich's console on stderr; 120 columns when stderr is a file or pipe (Rich's 80 squeezed
+    the per-leaf table of logged runs into one word per line)."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+
+
 def summary_table(results: list[LeafResult], console: Any) -> None:
     from rich.table import Table
 
