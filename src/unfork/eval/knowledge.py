@@ -23,6 +23,7 @@ import hashlib
 import json
 import random
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -164,14 +165,15 @@ def fact_fits_question(fact: str, question: str, chunk: str) -> bool:
     A weak teacher often pairs a question with a number from elsewhere in the
     passage ("What year was the island founded?" - "1988", the year a museum
     opened); such a question has no right answer, so it only adds noise.
-    Words found in most sentences (the document's subject) do not count.
+    Words found in more than a third of the sentences (the document's subject) do not count.
     """
     sentences = [_THOUSANDS.sub("", " ".join(x.split())) for x in _SENTENCE_END.split(chunk) if x.strip()]
+    stems = [_stems(x) for x in sentences]
+    seen_in = Counter(w for words in stems for w in words)
+    common = {w for w, n in seen_in.items() if n > len(sentences) / 3}
     said = re.compile(r"(?<![\w.])" + re.escape(_THOUSANDS.sub("", fact)) + r"(?![\w]|\.\d)", re.IGNORECASE)
-    stating = [x for x in sentences if said.search(x)]
-    common = {w for w in _stems(chunk) if sum(w in _stems(x) for x in sentences) > len(sentences) / 3}
     asked = _stems(question) - common
-    return any(asked & _stems(x) for x in stating)
+    return any(asked & words for x, words in zip(sentences, stems, strict=True) if said.search(x))
 
 
 def make_question(pair: dict[str, str], chunk: str, document: str,
