@@ -5,8 +5,11 @@
 
 Both sides train the same conversations (rendered by SmolLM2's chat template),
 at the same maximum length, LoRA rank/alpha/target layers, learning rate and
-effective batch, in float32 on the CPU, one epoch. Each run is its own
-process, so its peak RSS (``ru_maxrss``) is its own: model loading included,
+effective batch, on the CPU, one epoch. Precision: unfork's ``--dtype``
+(default ``auto``: bf16 on a CPU with native bf16 such as AVX-512 BF16, what a
+user gets) and TRL's ``--trl-dtype`` (default fp32, as InstructLab's CPU
+pipeline trains); ``--dtype fp32`` or ``--trl-dtype bf16`` compare like with like.
+Each run is its own process, so its peak RSS (``ru_maxrss``) is its own: model loading included,
 which is what a user's machine must hold. Runs alternate (unfork, TRL,
 unfork, TRL ...) so background load hits both alike.
 
@@ -59,14 +62,17 @@ def worker_unfork(a: argparse.Namespace) -> dict:
     from unfork.config import TrainConfig
     from unfork.train.recipe import train
 
+    # --micro-tokens 0 keeps the configured default (what a user gets)
+    micro = {"micro_batch_tokens": a.micro_tokens} if a.micro_tokens else {}
     cfg = TrainConfig(method="lora", epochs=1, learning_rate=2e-4, effective_batch_size=a.batch,
                       max_seq_len=a.max_len, device="cpu", dtype=a.dtype, lora_rank=a.rank,
-                      lora_alpha=2 * a.rank, lora_target_modules=TARGETS, micro_batch_tokens=a.micro_tokens,
-                      warmup_steps=1, seed=0)
+                      lora_alpha=2 * a.rank, lora_target_modules=TARGETS, warmup_steps=1, seed=0, **micro)
     run = train(cfg, model=a.model, data_path=a.data, output_dir=Path(a.out) / "run")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
-    return {"train_seconds": sum(r["seconds"] for r in steps), "steps": len(steps),
+    info = json.loads((run / "training.json").read_text())
+    return {"train_seconds": sum(r["seconds"] for r in steps), "steps": len(steps), "dtype": info["dtype"],
+            "micro_batch_tokens": info["settings"]["micro_batch_tokens"],
             "first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"]}
 
 
@@ -79,12 +85,13 @@ def worker_trl(a: argparse.Namespace) -> dict:
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(a.model)
+    bf16 = a.trl_dtype == "bf16"
     model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
     micro = min(a.batch, a.trl_micro)
     args = SFTConfig(output_dir=str(Path(a.out) / "trl"), per_device_train_batch_size=micro,
                      gradient_accumulation_steps=a.batch // micro, num_train_epochs=1, learning_rate=2e-4,
                      max_length=a.max_len, logging_steps=1, save_strategy="no", report_to="none",
-                     use_cpu=True, bf16=False, warmup_steps=1, seed=0, dataloader_num_workers=0)
+                     use_cpu=True, bf16=bf16, warmup_steps=1, seed=0, dataloader_num_workers=0)
     lora = LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=0.0, target_modules=TARGETS,
                       task_type="CAUSAL_LM")
     ds = load_dataset("json", data_files=str(a.data), split="train").remove_columns("metadata")
@@ -99,7 +106,7 @@ def run_worker(kind: str, a: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as out:
         argv = [sys.executable, __file__, "--worker", kind, "--out", out, "--data", str(a.data), "--model", a.model,
                 "--batch", str(a.batch), "--max-len", str(a.max_len), "--rank", str(a.rank),
-                "--dtype", a.dtype, "--micro-tokens", str(a.micro_tokens), "--trl-micro", str(a.trl_micro)]
+                "--dtype", a.dtype, "--trl-dtype", a.trl_dtype, "--micro-tokens", str(a.micro_tokens), "--trl-micro", str(a.trl_micro)]
         env = {**os.environ, "UNFORK_HOME": str(Path(out) / "home"), "TOKENIZERS_PARALLELISM": "false"}
         t0 = time.perf_counter()
         proc = subprocess.run(argv, capture_output=True, text=True, env=env)
@@ -123,7 +130,9 @@ def main() -> None:
     p.add_argument("--micro-tokens", type=int, default=0, help="unfork tokens per packed forward (0: default)")
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"], help="unfork's precision")
+    p.add_argument("--dtype", default="auto", choices=["fp32", "bf16", "auto"], help="unfork's precision")
+    p.add_argument("--trl-dtype", default="fp32", choices=["fp32", "bf16"],
+                   help="TRL's precision (bf16: autocast mixed precision, fp32 weights)")
     p.add_argument("--runs", type=int, default=2, help="runs of each side (alternating)")
     p.add_argument("--sides", default="unfork,trl")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -171,7 +180,7 @@ def main() -> None:
                for s, rs in results.items()}
     print(f"\nLoRA r={a.rank} on {Path(a.model).name}, {len(lengths)} samples / {tokens:,} tokens, "
           f"max length {a.max_len}, effective batch {a.batch}, 1 epoch, CPU ({os.cpu_count()} cores), "
-          f"median of {a.runs}")
+          f"unfork --dtype {a.dtype}, TRL {a.trl_dtype}, median of {a.runs}")
     print(f"{'':8} {'tokens/s':>9} {'peak RSS':>10} {'wall':>7} {'steps':>6} {'loss first -> last':>20}")
     for s, m in summary.items():
         print(f"{s:8} {m['tokens_per_s']:9.0f} {m['peak_rss_mb']:8.0f} MB {m['wall_seconds']:6.0f}s {m['steps']:6d} "
