@@ -97,8 +97,8 @@ class TrainConfig:
     lora_alpha: float = _f(16.0, "LoRA alpha (the update is scaled by alpha / rank).")
     lora_target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                          "down_proj"], "Linear layers that get LoRA adapters.")
-    micro_batch_tokens: int = _f(1024, "Tokens per forward pass: samples packed in one row, no padding (memory "
-                                       "grows with it; accumulation makes up the effective batch).")
+    micro_batch_tokens: int = _f(512, "Tokens per forward pass: samples packed in one row, no padding (memory "
+                                      "grows with it; accumulation makes up the effective batch).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass (less memory, ~30% slower).")
     warmup_steps: int = _f(0, "Linear warm-up steps; 0: 5% of the steps.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm; 0 turns it off.")

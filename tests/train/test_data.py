@@ -8,6 +8,7 @@ import torch
 from tests.train.conftest import chat, tiny_model
 from unfork.train.data import (
     IGNORE,
+    WIDTH_MULTIPLE,
     Row,
     find_data,
     pack,
@@ -109,14 +110,16 @@ def test_short_rows_are_padded_with_a_separate_segment(tokenizer):
     long_, short = (render(tokenizer, chat(q, a)["messages"]) for q, a in [("long question", "long answer"), ("q", "a")])
     (mb,) = pack([long_, short], len(long_), rows_per_batch=2)
     ids, pos, tgt = mb.tensors(pad_id=7)
-    assert ids.shape == (2, len(long_))
-    pad = len(long_) - len(short)
-    assert pos[1].tolist() == list(range(len(short))) + list(range(pad))
-    assert (tgt[1, len(short):] == IGNORE).all()
-    with torch.no_grad():
-        batched = model(input_ids=ids, position_ids=pos, use_cache=False).logits[1, : len(short)]
-        alone = model(input_ids=torch.tensor([short.ids])).logits[0]
-    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
+    width = -(-len(long_) // WIDTH_MULTIPLE) * WIDTH_MULTIPLE  # a few shapes, not one per step
+    assert ids.shape == (2, width) and width > len(long_)
+    for row, sample in enumerate((long_, short)):
+        pad = width - len(sample)
+        assert pos[row].tolist() == list(range(len(sample))) + list(range(pad))
+        assert (tgt[row, len(sample):] == IGNORE).all()
+        with torch.no_grad():
+            batched = model(input_ids=ids, position_ids=pos, use_cache=False).logits[row, : len(sample)]
+            alone = model(input_ids=torch.tensor([sample.ids])).logits[0]
+        torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
 
 
 def test_step_plan_is_a_seeded_permutation():
@@ -165,7 +168,8 @@ def test_variable_length_attention_matches_separate_samples(tokenizer):
     (mb,) = pack(samples, 10_000)
     ids, pos, _ = mb.tensors()
     cu = cu_seq_lens(pos)
-    assert cu.tolist() == [0, *[sum(len(s) for s in sorted(samples, key=len, reverse=True)[:k]) for k in (1, 2, 3)]]
+    ends = [sum(len(s) for s in sorted(samples, key=len, reverse=True)[:k]) for k in (1, 2, 3)]
+    assert cu.tolist() == [0, *ends, ids.shape[1]]  # the padding up to the width is a segment of its own
     with torch.no_grad():
         packed = model(input_ids=ids, position_ids=pos, use_cache=False, cu_seq_lens_q=cu, cu_seq_lens_k=cu).logits[0]
         model.set_attn_implementation("sdpa")

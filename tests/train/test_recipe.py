@@ -19,7 +19,7 @@ from tests.train.conftest import FACTS, byte_tokenizer, chat, tiny_model, write_
 from unfork.config import TrainConfig
 from unfork.errors import UserError
 from unfork.train.data import IGNORE, pack, render
-from unfork.train.recipe import CausalLMLoss, train
+from unfork.train.recipe import CausalLMLoss, chunked_head_loss, train
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = TrainConfig(epochs=2, effective_batch_size=2, learning_rate=1e-2, device="cpu", dtype="fp32",
@@ -50,12 +50,29 @@ def test_masked_positions_get_no_gradient(tokenizer):
         captured["h"] = out
 
     model.model.norm.register_forward_hook(keep)
-    CausalLMLoss(model)(*mb.tensors()).backward()
+    ids, pos, targets = mb.tensors()
+    CausalLMLoss(model)(ids, pos, targets).backward()
     grad = captured["h"].grad[0].abs().sum(-1)
-    targets = torch.tensor(mb.rows[0].targets)
+    targets = targets[0]
+    assert len(targets) > len(mb.rows[0].targets)  # the width's padding segment is checked too
     assert (grad[targets == IGNORE] == 0).all()
     assert (grad[targets != IGNORE] > 0).all()
     assert int((targets != IGNORE).sum()) == len(tokenizer("Sky.<|im_end|>\n", add_special_tokens=False)["input_ids"])
+
+
+def test_chunked_head_loss_gives_the_one_pass_loss_and_gradients():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    hidden = torch.randn(70, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (70,))
+    whole = torch.nn.functional.cross_entropy(head(hidden), targets, reduction="sum")
+    whole.backward()
+    expected = hidden.grad.clone(), head.weight.grad.clone()
+    hidden.grad = head.weight.grad = None
+    chunked = chunked_head_loss(head, hidden, targets, chunk=16)  # 5 chunks, the last one short
+    chunked.backward()
+    torch.testing.assert_close(chunked, whole)
+    torch.testing.assert_close((hidden.grad, head.weight.grad), expected)
 
 
 def test_loss_is_mean_cross_entropy_over_assistant_tokens(tokenizer):

@@ -13,8 +13,11 @@
   ``micro_batch_tokens`` tokens with ``position_ids`` restarting at 0 for
   each. transformers turns that into a block-diagonal causal mask; the
   recipe's variable-length attention (:mod:`unfork.train.attention`) goes
-  further and attends within each sample only, so no compute goes to padding
-  or to masked-out pairs.
+  further and attends within each sample only, so no compute goes to
+  masked-out pairs. A micro-batch's width is rounded up to a multiple of
+  :data:`WIDTH_MULTIPLE` with a padding segment: a few shapes instead of one
+  per step, so the CPU's matmul library reuses its kernels and buffers
+  (measured: ~230 MB lower peak memory over two LoRA epochs, same speed).
 
 Targets are shifted here (``targets[t]`` is the token to predict after
 position ``t``, or -100), so a sample's last token never predicts the next
@@ -35,6 +38,7 @@ from typing import Any
 from unfork.errors import UserError
 
 IGNORE = -100
+WIDTH_MULTIPLE = 64
 
 
 @dataclass
@@ -194,7 +198,8 @@ class Row:
 
 @dataclass
 class MicroBatch:
-    """Rows of packed samples run in one forward pass: ``(rows, longest row)`` tensors.
+    """Rows of packed samples run in one forward pass: ``(rows, width)`` tensors, the width being the
+    longest row rounded up to :data:`WIDTH_MULTIPLE`.
 
     A shorter row is filled up with a padding segment whose positions restart
     at 0: it is a sequence of its own, so no real token attends to it, and it
@@ -218,7 +223,7 @@ class MicroBatch:
     def tensors(self, device: Any = "cpu", pad_id: int = 0) -> tuple[Any, Any, Any]:
         import torch
 
-        width = max(len(r) for r in self.rows)
+        width = -(-max(len(r) for r in self.rows) // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
         ids, pos, tgt = [], [], []
         for r in self.rows:
             pad = width - len(r)

@@ -65,6 +65,32 @@ EvalHook = Callable[[nn.Module, Any, str, int], float]
 """``hook(model, tokenizer, phase_name, epoch) -> score``, lower is better; replaces held-out loss."""
 
 
+LOSS_CHUNK = 256
+"""Target rows per output-head chunk: its logits (rows x vocabulary, in float32) exist one chunk at a time."""
+
+
+def _head_loss(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
+def chunked_head_loss(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
+                      chunk: int = LOSS_CHUNK) -> torch.Tensor:
+    """``cross_entropy(head(hidden), targets, reduction="sum")`` without holding every row's logits.
+
+    With a 49k-token vocabulary the logits of ~600 target rows (plus their float32
+    copy and softmax) were the largest single allocation of a step (~400 MB for
+    SmolLM2). Each chunk is checkpointed: the forward keeps only its inputs and
+    the backward recomputes its logits (one more output-head matmul per row).
+    """
+    if hidden.shape[0] <= chunk or not torch.is_grad_enabled():
+        return _head_loss(head, hidden, targets)
+    from torch.utils.checkpoint import checkpoint
+
+    parts = [checkpoint(_head_loss, head, h, t, use_reentrant=False)
+             for h, t in zip(hidden.split(chunk), targets.split(chunk), strict=True)]
+    return torch.stack(parts).sum()
+
+
 class CausalLMLoss(nn.Module):
     """Summed cross-entropy over target tokens of a packed row; the output head sees only those rows."""
 
@@ -80,8 +106,7 @@ class CausalLMLoss(nn.Module):
         hidden = self.model.base_model(input_ids=input_ids, position_ids=position_ids, use_cache=False,
                                        **extra).last_hidden_state
         keep = targets != IGNORE
-        logits = self.model.get_output_embeddings()(hidden[keep])
-        return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+        return chunked_head_loss(self.model.get_output_embeddings(), hidden[keep], targets[keep])
 
 
 # --------------------------------------------------------------------------- choices made once
@@ -113,6 +138,25 @@ def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def heap_trimmer(device: torch.device) -> Callable[[], None]:
+    """A call that hands the heap's free pages back to the OS (glibc's ``malloc_trim``), else a no-op.
+
+    On the CPU every step allocates and frees activations of new sizes; glibc keeps the
+    freed pages, so without this the resident memory crept up step after step (LoRA on
+    SmolLM2: 1.2 GB between steps after 8 steps instead of 0.75 GB, and a higher peak).
+    """
+    if device.type != "cpu":
+        return lambda: None
+    import ctypes
+    import ctypes.util
+
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): their allocators behave differently
+        return lambda: None
+    return lambda: trim(0)
 
 
 @dataclass
@@ -296,6 +340,7 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
             return torch.autocast(device.type, enabled=False)
         return torch.autocast(device.type, dtype=dtype)
 
+    trim_heap = heap_trimmer(device)
     ckpt_dir = run / "checkpoints"
     resume_from = checkpoint.latest(ckpt_dir)
     pos = checkpoint.Position()
@@ -350,6 +395,7 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                trim_heap()
                 pos.step_in_epoch += 1
                 pos.global_step += 1
 
