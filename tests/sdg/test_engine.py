@@ -101,10 +101,11 @@ def test_full_freeform_flow_exact_rows_messages_and_rejections(leaf, tmp_path):
     assert row == {"question": KITE, "answer": KITE_ANSWER, "question_score": 2.0, "pair_score": 5.0}
     assert len(sample["row"]["_trace"]) == 4  # questions, question judge, answer, pair judge
     assert [(r["step"], r["reason"]) for r in res.rejected] == [
-        ("question_dedup", "near-duplicate (rouge_l 1.00)"),
+        ("question_dedup", "near-duplicate (rouge_l ≥ 0.70)"),
         ("judge_questions", "below threshold (0)"),
         ("judge_pairs", "below threshold (2)"),
     ]
+    assert res.rejected[0]["row"]["similarity"] == 1.0
     assert res.rejected[2]["row"]["answer"] == "a weak answer here"
     assert "2: 2" in res.rejected[2]["raw"]  # the judge's own words are kept
     # The first request, exactly: system prompt, then the template with every seed question.

@@ -66,7 +66,8 @@ def test_dedup_against_seeds_earlier_rows_and_primed_rows():
     assert kept == [rows[1]]
     assert [r["row"]["question"] for r in rejected] == [rows[0]["question"], rows[2]["question"],
                                                          rows[3]["question"]]
-    assert all(r["reason"].startswith("near-duplicate (rouge_l ") for r in rejected)
+    assert {r["reason"] for r in rejected} == {"near-duplicate (rouge_l ≥ 0.70)"}
+    assert all(0.7 <= r["row"]["similarity"] <= 1 for r in rejected)
 
 
 def test_chunk_step_spreads_units_over_chunks_and_fits_the_window():

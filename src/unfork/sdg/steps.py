@@ -339,8 +339,10 @@ class DedupStep(Step):
             score, match = self.index.find(text)
             if match is not None and score >= self.index.threshold:
                 short = " ".join(match.split())[:80]
-                rejected.append(reject(self.spec.name, f"near-duplicate ({self.opt['method']} {score:.2f})",
-                                       {**row, "duplicate_of": short}))
+                # one reason per step (the table of reasons groups them); the score stays with the row
+                rejected.append(reject(self.spec.name, f"near-duplicate ({self.opt['method']} "
+                                                       f"≥ {self.index.threshold:.2f})",
+                                       {**row, "duplicate_of": short, "similarity": round(score, 3)}))
             else:
                 self.index.add(text)
                 kept.append(row)
