@@ -91,6 +91,8 @@ class TrainConfig:
     strategy: str = _f("lab-multiphase", "LAB multi-phase (knowledge, then skills with replay) or skills only.",
                        choices=("lab-multiphase", "skills-only"))
     replay_fraction: float = _f(0.2, "Share of the phase-1 (knowledge) samples replayed in phase 2.")
+    knowledge_epochs: int = _f(0, "Passes over the knowledge phase (LAB phase 1), which memorises facts and "
+                                  "often wants more than the skills phase; 0: the same as epochs.")
     keep_epoch: str = _f("best", "The epoch of each phase that the next phase starts from and the final model "
                                  "keeps: best (lowest held-out loss) or last.", choices=("best", "last"))
     lora_rank: int = _f(8, "LoRA rank.")

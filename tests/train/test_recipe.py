@@ -127,6 +127,16 @@ def test_skills_only_trains_one_phase_without_replay(tiny_model_dir, small_datas
     assert list(info["phases"]) == ["skills"] and info["data"]["skills"]["train"]["kept"] == 4
 
 
+def test_the_knowledge_phase_can_have_its_own_number_of_epochs(tiny_model_dir, small_dataset, tmp_path):
+    run = train(replace(FAST, epochs=1, knowledge_epochs=3), model=str(tiny_model_dir),
+                data_path=small_dataset, output_dir=tmp_path / "run")
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [(r["phase"], r["epoch"]) for r in rows if "eval_loss" in r]
+    assert evals == [("knowledge", 1), ("knowledge", 2), ("knowledge", 3), ("skills", 1)]
+    steps = json.loads((run / "training.json").read_text())["phases"]
+    assert steps["knowledge"]["steps"] == 3 * 2  # 4 knowledge samples, 2 per step, 3 epochs
+
+
 def test_micro_batching_does_not_change_the_result(tiny_model_dir, small_dataset, tmp_path):
     """One packed forward per step, or one per sample (accumulated): the same weights."""
     cfg = replace(FAST, effective_batch_size=4, epochs=1, method="full", learning_rate=1e-3)

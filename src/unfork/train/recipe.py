@@ -357,7 +357,8 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
         n = len(train_data.samples)
         per_epoch = math.ceil(n / cfg.effective_batch_size)
-        total_steps = per_epoch * cfg.epochs
+        epochs = cfg.knowledge_epochs if phase.name == "knowledge" and cfg.knowledge_epochs > 0 else cfg.epochs
+        total_steps = per_epoch * epochs
         warmup = cfg.warmup_steps or max(1, round(0.05 * total_steps))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, total_steps))
         if resume_from is not None and pos.phase == phase_index:
@@ -367,7 +368,7 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
         best_path = run / "phases" / phase.name / "best.safetensors"
 
         report.start(f"{phase.name} ({phase_index + 1}/{len(prepared)})", total_steps, pos.global_step)
-        while pos.epoch < cfg.epochs:
+        while pos.epoch < epochs:
             plan = step_plan(n, cfg.effective_batch_size, cfg.seed + phase_index, pos.epoch)
             while pos.step_in_epoch < len(plan):
                 t0 = time.monotonic()
