@@ -55,7 +55,8 @@ def test_the_main_job_goes_from_taxonomy_to_report(tmp_path, monkeypatch):
         monkeypatch.setenv("UNFORK_GENERATE_ENDPOINT_URLS", fake.url)
         monkeypatch.setenv("UNFORK_TRAIN_MAX_SEQ_LEN", "384")  # drops the longest passages: a faster test
         res = CliRunner().invoke(cli, ["run", "--output-dir", str(out), "--num-samples", "3",
-                                       "--knowledge-samples", "3", "--epochs", "1"], catch_exceptions=False)
+                                       "--knowledge-samples", "3", "--epochs", "1",
+                                       "--knowledge-epochs", "1"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     run = json.loads((out / "run.json").read_text())
     assert set(run["stage_seconds"]) == {"validate", "generate", "train", "evaluate", "report"}
@@ -78,7 +79,8 @@ def test_the_main_job_goes_from_taxonomy_to_report(tmp_path, monkeypatch):
     with FakeOpenAI(on_chat=teacher, http11=True, model="scripted-teacher") as fake:
         monkeypatch.setenv("UNFORK_GENERATE_ENDPOINT_URLS", fake.url)
         again = CliRunner().invoke(cli, ["run", "--output-dir", str(out), "--num-samples", "3",
-                                         "--knowledge-samples", "3", "--epochs", "1", "--skip-eval"])
+                                         "--knowledge-samples", "3", "--epochs", "1", "--knowledge-epochs", "1",
+                                         "--skip-eval"])
         assert again.exit_code == 0, again.output
         assert "already trained" in again.output
         assert not any("[PASSAGE]" in str(body) for body in fake.requests)

@@ -45,11 +45,14 @@ PROMPT = """Below is a passage from a document about {domain}.
 
 Write {n} questions about different facts stated in the passage: names, numbers, years, places. Each question must make sense without the passage: name the subject instead of saying "the passage". After each question, answer it with one short sentence that states the fact.
 
-Use exactly this format:
+Use exactly this format (shown with a made-up pair, not about the passage):
 
-Question: ...
-Answer: ...
+Question: In which year did the Harlow Bridge open?
+Answer: The Harlow Bridge opened in 1932.
 """
+# The example pair: without it the 1.5B teacher answered 27 of 48 questions with a bare "1683" or
+# "Petra Lusk", and a bare value scored as a whole reply tests the reply's form as much as the fact.
+# Its name and year are in no document, so a copied example fails the support check.
 
 _NUMBER = re.compile(r"\b\d{1,3}(?:,\d{3})+\b|\b\d+(?:\.\d+)?\b")
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:[' ](?:of |the )?[A-Z][a-z]+)*")
