@@ -1,6 +1,6 @@
 import pytest
 
-from unfork.sdg.dedup import MinHashIndex, RougeIndex, lcs_length, make_index, rouge_l, tokens
+from unfork.sdg.dedup import MinHashIndex, RougeIndex, lcs_length, make_index, rouge_l, shared_words, tokens
 
 
 def test_lcs_and_rouge_l():
@@ -43,3 +43,32 @@ def test_minhash_index_similar_and_different():
 def test_make_index_rejects_unknown_method():
     with pytest.raises(ValueError, match="unknown near-duplicate method"):
         make_index("embeddings", 0.5)
+
+
+HAIKU_SEEDS = ["Write a haiku about a lighthouse in the fog.", "Write a haiku about autumn leaves.",
+               "Write a haiku about a cup of morning coffee.", "Write a haiku about a city at night."]
+
+
+def test_shared_words_are_the_template_of_the_seed_requests():
+    assert shared_words(HAIKU_SEEDS, 0.8) == {"write", "a", "haiku", "about"}
+    assert shared_words(HAIKU_SEEDS, 0.0) == frozenset()
+    assert shared_words(HAIKU_SEEDS[:2], 0.8) == frozenset()  # two texts show no template
+
+
+def test_ignoring_template_words_compares_requests_by_their_subject():
+    plain, templated = RougeIndex(0.7), RougeIndex(0.7, ignore=shared_words(HAIKU_SEEDS, 0.8))
+    for idx in (plain, templated):
+        idx.add("Write a haiku about a sunset.")
+    assert plain.find("Write a haiku about a river.")[0] == pytest.approx(5 / 6)  # rejected without the option
+    assert templated.find("Write a haiku about a river.")[0] == 0.0
+    assert templated.find("write a haiku about sunset!")[0] == 1.0  # the same subject is still a duplicate
+    assert templated.find("Write a haiku about a sunset over water.")[0] < 0.7  # a new one is not
+    # a text made only of template words is compared whole, so its exact copy is still caught
+    templated.add("Write a haiku.")
+    assert templated.find("write a HAIKU")[0] == 1.0
+
+
+def test_minhash_ignores_template_words_too():
+    idx = MinHashIndex(threshold=0.5, k=1, ignore=shared_words(HAIKU_SEEDS, 0.8))
+    idx.add("Write a haiku about a sunset.")
+    assert idx.find("Write a haiku about a river.")[1] is None

@@ -70,6 +70,21 @@ def test_dedup_against_seeds_earlier_rows_and_primed_rows():
     assert all(0.7 <= r["row"]["similarity"] <= 1 for r in rejected)
 
 
+
+def test_dedup_can_leave_out_the_words_of_the_seed_requests_template():
+    leaf = {"seed_examples": [{"question": f"Write a haiku about {s}."} for s in
+                              ("a lighthouse in the fog", "autumn leaves", "a city at night", "the sea")]}
+    rows = [{"question": "Write a haiku about a sunset."}, {"question": "Write a haiku about a river."},
+            {"question": "Write a haiku about A SUNSET!"}]
+    plain = DedupStep(StepSpec("d", "dedup", ["question"], [], {}))
+    plain.prepare(leaf, None)
+    # "... about a sunset" is 71% like the seed "... about a city at night", 83% like "... about a river"
+    assert [len(x) for x in run(plain, rows)] == [0, 3]
+    templated = DedupStep(StepSpec("d", "dedup", ["question"], [], {"ignore_seed_words": 0.8}))
+    templated.prepare(leaf, None)
+    kept, rejected = run(templated, rows)
+    assert kept == rows[:2] and rejected[0]["row"]["duplicate_of"] == "Write a haiku about a sunset."
+
 def test_chunk_step_spreads_units_over_chunks_and_fits_the_window():
     text = "\n\n".join(f"Paragraph {i}. " + "word " * 120 for i in range(6))
     step = ChunkStep(StepSpec("c", "chunk", ["documents"], ["chunk", "chunk_source"], {"max_tokens": 300}))

@@ -15,8 +15,24 @@ from dataclasses import dataclass, field
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def tokens(text: str) -> list[str]:
-    return _WORD.findall(text.casefold())
+def tokens(text: str, ignore: frozenset[str] = frozenset()) -> list[str]:
+    """Lower-cased words, without those in ``ignore`` unless nothing else is left."""
+    words = _WORD.findall(text.casefold())
+    if ignore:
+        kept = [w for w in words if w not in ignore]
+        return kept or words
+    return words
+
+
+def shared_words(texts: list[str], share: float) -> frozenset[str]:
+    """Words found in at least ``share`` of ``texts``: a task's template ("write a haiku about"), not its content.
+
+    Empty for fewer than three texts, where one shared word says nothing about a template.
+    """
+    if share <= 0 or len(texts) < 3:
+        return frozenset()
+    counts = Counter(w for t in texts for w in set(tokens(t)))
+    return frozenset(w for w, n in counts.items() if n >= share * len(texts))
 
 
 def lcs_length(a: list[str], b: list[str]) -> int:
@@ -55,14 +71,15 @@ class RougeIndex:
     """
 
     threshold: float = 0.7
+    ignore: frozenset[str] = frozenset()
     items: list[tuple[str, list[str], Counter]] = field(default_factory=list)
 
     def add(self, text: str) -> None:
-        t = tokens(text)
+        t = tokens(text, self.ignore)
         self.items.append((text, t, Counter(t)))
 
     def find(self, text: str) -> tuple[float, str | None]:
-        t = tokens(text)
+        t = tokens(text, self.ignore)
         c = Counter(t)
         best, match = 0.0, None
         for other, ot, oc in self.items:
@@ -78,8 +95,8 @@ class RougeIndex:
 _MASK = (1 << 61) - 1
 
 
-def _shingles(text: str, k: int) -> set[str]:
-    t = tokens(text)
+def _shingles(text: str, k: int, ignore: frozenset[str] = frozenset()) -> set[str]:
+    t = tokens(text, ignore)
     if len(t) <= k:
         return {" ".join(t)} if t else set()
     return {" ".join(t[i:i + k]) for i in range(len(t) - k + 1)}
@@ -98,12 +115,13 @@ class MinHashIndex:
     num_perm: int = 64
     bands: int = 16
     k: int = 3
+    ignore: frozenset[str] = frozenset()
     items: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
     buckets: dict[tuple[int, bytes], list[int]] = field(default_factory=dict)
 
     def signature(self, text: str) -> tuple[int, ...]:
         sig = [_MASK] * self.num_perm
-        for sh in _shingles(text, self.k):
+        for sh in _shingles(text, self.k, self.ignore):
             digest = hashlib.blake2b(sh.encode(), digest_size=8).digest()
             (h,) = struct.unpack("<Q", digest)
             for i in range(self.num_perm):
@@ -139,9 +157,9 @@ class MinHashIndex:
         return best, match
 
 
-def make_index(method: str, threshold: float) -> RougeIndex | MinHashIndex:
+def make_index(method: str, threshold: float, ignore: frozenset[str] = frozenset()) -> RougeIndex | MinHashIndex:
     if method == "rouge_l":
-        return RougeIndex(threshold=threshold)
+        return RougeIndex(threshold=threshold, ignore=ignore)
     if method == "minhash":
-        return MinHashIndex(threshold=threshold)
+        return MinHashIndex(threshold=threshold, ignore=ignore)
     raise ValueError(f"unknown near-duplicate method {method!r} (rouge_l or minhash)")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unfork.sdg import parsers
-from unfork.sdg.dedup import make_index
+from unfork.sdg.dedup import make_index, shared_words
 
 Row = dict[str, Any]
 TRACE = "_trace"  # request keys of the teacher replies a row came from
@@ -314,19 +314,26 @@ class FilterStep(Step):
 
 
 class DedupStep(Step):
-    """Drop rows too close to a seed example or to a row already kept for this leaf."""
+    """Drop rows too close to a seed example or to a row already kept for this leaf.
 
-    options = {"method": "rouge_l", "threshold": 0.7, "include_seeds": True}
+    ``ignore_seed_words`` (a share, 0: off) leaves out the words found in at
+    least that share of the seed examples' texts: templated requests ("Write a
+    haiku about a sunset" / "... about a river") are then compared by what
+    differs, instead of counting as 83% alike.
+    """
+
+    options = {"method": "rouge_l", "threshold": 0.7, "include_seeds": True, "ignore_seed_words": 0.0}
 
     def _text(self, row: Row) -> str:
         return "\n".join(str(row.get(c) or "") for c in self.spec.reads)
 
     def prepare(self, leaf, context_window):
-        self.index = make_index(self.opt["method"], float(self.opt["threshold"]))
+        seeds = [self._text(ex) for ex in leaf.get("seed_examples") or [] if all(c in ex for c in self.spec.reads)]
+        self.ignored = shared_words(seeds, float(self.opt["ignore_seed_words"]))
+        self.index = make_index(self.opt["method"], float(self.opt["threshold"]), self.ignored)
         if self.opt["include_seeds"]:
-            for ex in leaf.get("seed_examples") or []:
-                if all(c in ex for c in self.spec.reads):
-                    self.index.add(self._text(ex))
+            for text in seeds:
+                self.index.add(text)
 
     def prime(self, rows):
         for row in rows:
