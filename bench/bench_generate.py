@@ -20,7 +20,11 @@ every phase of the run:
    --pipeline simple`` against the same server and taxonomy.
 
 Utilization = completion tokens/s the server delivered while generating ÷ the
-peak. Prints a table and one JSON object (``--json PATH`` writes it too).
+peak. On a CPU a prompt token costs about half a generated one, so prompts
+bound it; the prefill peak (distinct ``--prefill-tokens`` prompts at once, one
+token out) and llama.cpp's count of the prompt tokens it computed (its prompt
+cache skips the rest) give ``server_busy_share``: the seconds the run's work
+takes at the server's peak rates over the wall time. Prints a table and one JSON object (``--json PATH`` writes it too).
 ``--leaves skills`` removes the knowledge leaf from both taxonomy copies: ilab's
 knowledge path needs docling, its layout models and a GPU-build torchvision
 (../shared/baselines/ilab/README.md), which a plain install here lacks.
@@ -42,6 +46,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from unfork.sdg.engine import computed_prompt_tokens  # noqa: E402
+
 
 async def peak(url: str, key: str, model: str, concurrency: int, tokens: int, rounds: int) -> dict:
     from unfork.client import ClientSettings, OpenAIClient
@@ -59,6 +65,28 @@ async def peak(url: str, key: str, model: str, concurrency: int, tokens: int, ro
             done = sum(r.usage.completion_tokens for r in results)
             if not best or done / wall > best["completion_tokens_per_s"]:
                 best = {"completion_tokens_per_s": round(done / wall, 2), "tokens": done, "seconds": round(wall, 2)}
+    finally:
+        await client.aclose()
+    return best
+
+
+async def prefill_peak(url: str, key: str, model: str, concurrency: int, tokens: int, rounds: int) -> dict:
+    """Prompt tokens per second: ``concurrency`` distinct prompts of about ``tokens`` tokens at once, one token
+    out each, every round new words so llama.cpp's prompt cache holds none of them."""
+    from unfork.client import ClientSettings, OpenAIClient
+
+    client = OpenAIClient(ClientSettings(url, api_key=key, max_concurrency=concurrency), model=model)
+    best: dict = {}
+    try:
+        for r in range(rounds):
+            prompts = [" ".join(f"w{r}x{i}y{j}" for j in range(tokens // 6)) for i in range(concurrency)]
+            t0 = time.perf_counter()
+            results = await asyncio.gather(*(client.chat([{"role": "user", "content": p}], max_tokens=1)
+                                              for p in prompts))
+            wall = time.perf_counter() - t0
+            done = sum(computed_prompt_tokens(res.raw, res.usage.prompt_tokens) for res in results)
+            if not best or done / wall > best["prompt_tokens_per_s"]:
+                best = {"prompt_tokens_per_s": round(done / wall, 2), "tokens": done, "seconds": round(wall, 2)}
     finally:
         await client.aclose()
     return best
@@ -116,7 +144,8 @@ def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: P
     return {"accepted": accepted, "seconds": round(wall, 1), "stopped_by_time_limit": timed_out,
             "accepted_per_min": round(accepted / wall * 60, 2), "requests": len(teacher.busy),
             "completion_tokens": tokens, "completion_tokens_per_s": round(tokens / wall, 2),
-            "prompt_tokens": sum(b[3] for b in teacher.busy), "per_leaf": per_leaf}
+            "prompt_tokens": sum(b[3] for b in teacher.busy),
+            "prompt_tokens_computed": sum(b[4] for b in teacher.busy), "per_leaf": per_leaf}
 
 
 def run_ilab(url: str, key: str, model: str, args: argparse.Namespace, work: Path) -> dict:
@@ -150,7 +179,13 @@ def run_ilab(url: str, key: str, model: str, args: argparse.Namespace, work: Pat
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=work)
     wall = time.perf_counter() - t0
     if proc.returncode:
-        return {"failed": proc.returncode, "seconds": round(wall, 1), "log_tail": (proc.stdout + proc.stderr)[-1500:]}
+        # What it had generated before failing is in its checkpoints (one JSON row per sample, a null
+        # "output" where the teacher's reply did not parse): the rate it reached, had it not failed.
+        rows = [json.loads(line) for f in out.rglob("checkpoints/*/*.jsonl") for line in f.open() if line.strip()]
+        made = sum(1 for r in rows if r.get("output"))
+        return {"failed": proc.returncode, "seconds": round(wall, 1), "generated_before_failure": made,
+                "null_outputs": len(rows) - made, "accepted_per_min_before_failure": round(made / wall * 60, 2),
+                "log_tail": (proc.stdout + proc.stderr)[-1500:]}
     accepted = sum(1 for f in out.rglob("messages_*.jsonl") for _ in f.open())
     return {"accepted": accepted, "seconds": round(wall, 1), "accepted_per_min": round(accepted / wall * 60, 2),
             "sdg_scale_factor": scale, "files": sorted(str(f.relative_to(out)) for f in out.rglob("*.jsonl"))}
@@ -164,6 +199,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--peak-tokens", type=int, default=96)
     ap.add_argument("--peak-rounds", type=int, default=2)
+    ap.add_argument("--prefill-tokens", type=int, default=400, help="prompt length of the prefill peak")
     ap.add_argument("--minutes", type=float, default=0, help="stop generating after this long (0: when done)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--ilab", action="store_true", help="also run InstructLab's ilab data generate --pipeline simple")
@@ -185,7 +221,9 @@ def main() -> None:
         with running_server(teacher, parallel=args.concurrency, ctx_size=args.concurrency * 2048, cfg=cfg) as ep:
             report["peak"] = asyncio.run(peak(ep.base_url, ep.api_key, ep.model, args.concurrency, args.peak_tokens,
                                               args.peak_rounds))
-            print(f"peak: {report['peak']}", flush=True)
+            report["prefill_peak"] = asyncio.run(prefill_peak(ep.base_url, ep.api_key, ep.model, args.concurrency,
+                                                              args.prefill_tokens, args.peak_rounds))
+            print(f"peak: {report['peak']}; prefill: {report['prefill_peak']}", flush=True)
             report["unfork"] = run_unfork(ep.base_url, ep.api_key, ep.model, args, work)
             if args.ilab:
                 report["ilab"] = run_ilab(ep.base_url, ep.api_key, ep.model, args, work)
@@ -196,14 +234,26 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     u, p = report["unfork"], report["peak"]
     report["utilization"] = round(u["completion_tokens_per_s"] / p["completion_tokens_per_s"], 3)
+    # The seconds this run's work takes the server at its own peak rates: the completion tokens at the decode
+    # peak plus the prompt tokens it computed (those its prompt cache lacked) at the prefill peak. Over the wall
+    # time: how busy the engine kept the server, whatever share of the work was prompts.
+    needed = (u["completion_tokens"] / p["completion_tokens_per_s"]
+              + u["prompt_tokens_computed"] / report["prefill_peak"]["prompt_tokens_per_s"])
+    report["server_busy_share"] = round(needed / u["seconds"], 3)
     ilab = report.get("ilab", {})
     if ilab.get("accepted_per_min"):
         report["speedup_vs_ilab"] = round(u["accepted_per_min"] / ilab["accepted_per_min"], 2)
+    elif ilab.get("accepted_per_min_before_failure"):  # ilab wrote no dataset: against its rate until then
+        report["speedup_vs_ilab_before_its_failure"] = round(
+            u["accepted_per_min"] / ilab["accepted_per_min_before_failure"], 2)
     print(f"teacher {teacher}, {args.concurrency} parallel, pipeline {args.pipeline}, "
           f"{args.num_samples} samples per leaf")
-    print(f"  peak:   {p['completion_tokens_per_s']:.1f} completion tok/s")
+    print(f"  peak:   {p['completion_tokens_per_s']:.1f} completion tok/s, "
+          f"{report['prefill_peak']['prompt_tokens_per_s']:.1f} prompt tok/s")
     print(f"  unfork: {u['accepted']} accepted in {u['seconds']:.0f} s = {u['accepted_per_min']:.1f} samples/min, "
           f"{u['completion_tokens_per_s']:.1f} tok/s, utilization {report['utilization']:.0%}")
+    print(f"          prompts: {u['prompt_tokens']} tokens, {u['prompt_tokens_computed']} computed (the rest cached); "
+          f"the work at peak rates fills {report['server_busy_share']:.0%} of the wall time")
     if ilab:
         print(f"  ilab:   {ilab}")
     text = json.dumps(report, indent=2)

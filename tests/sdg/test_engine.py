@@ -10,7 +10,7 @@ import pytest
 
 from tests.client.fake_openai import FakeOpenAI, Reply
 from unfork.client import ClientSettings, OpenAIClient
-from unfork.sdg.engine import Teacher, generate
+from unfork.sdg.engine import Teacher, computed_prompt_tokens, generate
 from unfork.sdg.leaves import read_leaf
 from unfork.sdg.output import write_dataset
 from unfork.sdg.pipeline import load_pipeline
@@ -196,3 +196,10 @@ def test_refusals_and_unparseable_replies_keep_the_raw_text(leaf, tmp_path):
                                "row": res.rejected[0]["row"], "raw": "I'm sorry, but I can't write that."}
     assert res.rejected[1]["reason"] == "unparseable: no numbered items found"
     assert res.rejected[1]["raw"] == "Some text without any list."
+
+
+def test_computed_prompt_tokens_trusts_llama_cpp_timings_only_when_they_make_sense():
+    assert computed_prompt_tokens({"timings": {"prompt_n": 12, "cache_n": 288}}, 300) == 12
+    assert computed_prompt_tokens({"usage": {}}, 300) == 300  # a server that does not say: all of them
+    assert computed_prompt_tokens({"timings": {"prompt_n": 900}}, 300) == 300
+    assert computed_prompt_tokens({"timings": "odd"}, 300) == 300

@@ -44,7 +44,8 @@ class Teacher:
         self.model = model
         self.context_window = context_window
         self._can_tokenize: bool | None = None
-        self.busy: list[tuple[float, float, int, int]] = []  # (start, end, completion, prompt tokens) per request
+        # per request: (start, end, completion tokens, prompt tokens, prompt tokens the server computed)
+        self.busy: list[tuple[float, float, int, int, int]] = []
 
     async def setup(self) -> None:
         if self.context_window is None:
@@ -71,8 +72,18 @@ class Teacher:
     async def chat(self, messages: list[dict[str, str]], **kwargs: Any) -> Any:
         start = time.monotonic()
         result = await self.client.chat(messages, model=self.model, **kwargs)
-        self.busy.append((start, time.monotonic(), result.usage.completion_tokens, result.usage.prompt_tokens))
+        prompt = result.usage.prompt_tokens
+        self.busy.append((start, time.monotonic(), result.usage.completion_tokens, prompt,
+                          computed_prompt_tokens(result.raw, prompt)))
         return result
+
+
+def computed_prompt_tokens(raw: Any, prompt_tokens: int) -> int:
+    """Prompt tokens the server had to compute: llama.cpp reports in ``timings.prompt_n`` those its prompt
+    cache did not already hold; other servers don't say, so all of them."""
+    timings = raw.get("timings") if isinstance(raw, dict) else None
+    n = timings.get("prompt_n") if isinstance(timings, dict) else None
+    return n if isinstance(n, int) and 0 <= n <= prompt_tokens else prompt_tokens
 
 
 @dataclass

@@ -103,7 +103,7 @@ def explain_empty(results: list[LeafResult]) -> str:
     return "\n  ".join(lines)
 
 
-def utilization(busy: list[tuple[float, float, int, int]]) -> dict[str, Any]:
+def utilization(busy: list[tuple[float, float, int, int, int]]) -> dict[str, Any]:
     """Tokens per second over the span in which the teacher was working."""
     if not busy:
         return {"requests": 0}
@@ -112,5 +112,5 @@ def utilization(busy: list[tuple[float, float, int, int]]) -> dict[str, Any]:
     tokens = sum(b[2] for b in busy)
     span = max(end - start, 1e-9)
     return {"requests": len(busy), "completion_tokens": tokens, "prompt_tokens": sum(b[3] for b in busy),
-            "seconds": round(span, 2),
+            "prompt_tokens_computed": sum(b[4] for b in busy), "seconds": round(span, 2),
             "completion_tokens_per_s": round(tokens / span, 2), "measured_at": time.time()}
