@@ -24,7 +24,8 @@ peak. On a CPU a prompt token costs about half a generated one, so prompts
 bound it; the prefill peak (distinct ``--prefill-tokens`` prompts at once, one
 token out) and llama.cpp's count of the prompt tokens it computed (its prompt
 cache skips the rest) give ``server_busy_share``: the seconds the run's work
-takes at the server's peak rates over the wall time. Prints a table and one JSON object (``--json PATH`` writes it too).
+takes at the server's peak rates over the wall time. Prints a table and one
+JSON object (``--json PATH`` writes it too).
 ``--leaves skills`` removes the knowledge leaf from both taxonomy copies: ilab's
 knowledge path needs docling, its layout models and a GPU-build torchvision
 (../shared/baselines/ilab/README.md), which a plain install here lacks.
@@ -49,47 +50,47 @@ sys.path.insert(0, str(REPO / "src"))
 from unfork.sdg.engine import computed_prompt_tokens  # noqa: E402
 
 
-async def peak(url: str, key: str, model: str, concurrency: int, tokens: int, rounds: int) -> dict:
-    from unfork.client import ClientSettings, OpenAIClient
-
-    client = OpenAIClient(ClientSettings(url, api_key=key, max_concurrency=concurrency), model=model)
-    msgs = [{"role": "user", "content": "Tell a long story about a lighthouse keeper and the sea."}]
-    best = {}
-    try:
-        await client.chat(msgs, max_tokens=8)  # load the model's pages before timing
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            results = await asyncio.gather(*(client.chat(msgs, max_tokens=tokens, temperature=0.8, seed=i,
-                                                         ignore_eos=True) for i in range(concurrency)))
-            wall = time.perf_counter() - t0
-            done = sum(r.usage.completion_tokens for r in results)
-            if not best or done / wall > best["completion_tokens_per_s"]:
-                best = {"completion_tokens_per_s": round(done / wall, 2), "tokens": done, "seconds": round(wall, 2)}
-    finally:
-        await client.aclose()
-    return best
-
-
-async def prefill_peak(url: str, key: str, model: str, concurrency: int, tokens: int, rounds: int) -> dict:
-    """Prompt tokens per second: ``concurrency`` distinct prompts of about ``tokens`` tokens at once, one token
-    out each, every round new words so llama.cpp's prompt cache holds none of them."""
+async def best_round(url: str, key: str, model: str, concurrency: int, rounds: int, rate: str,
+                     batch, count) -> dict:
+    """The best of ``rounds`` rounds of ``batch(client, round)`` (the requests sent at once): ``count(result)``
+    tokens per result, reported per second under the name ``rate``."""
     from unfork.client import ClientSettings, OpenAIClient
 
     client = OpenAIClient(ClientSettings(url, api_key=key, max_concurrency=concurrency), model=model)
     best: dict = {}
     try:
+        await client.chat([{"role": "user", "content": "Hello"}], max_tokens=8)  # load the model's pages first
         for r in range(rounds):
-            prompts = [" ".join(f"w{r}x{i}y{j}" for j in range(tokens // 6)) for i in range(concurrency)]
             t0 = time.perf_counter()
-            results = await asyncio.gather(*(client.chat([{"role": "user", "content": p}], max_tokens=1)
-                                              for p in prompts))
+            results = await asyncio.gather(*batch(client, r))
             wall = time.perf_counter() - t0
-            done = sum(computed_prompt_tokens(res.raw, res.usage.prompt_tokens) for res in results)
-            if not best or done / wall > best["prompt_tokens_per_s"]:
-                best = {"prompt_tokens_per_s": round(done / wall, 2), "tokens": done, "seconds": round(wall, 2)}
+            done = sum(count(res) for res in results)
+            if not best or done / wall > best[rate]:
+                best = {rate: round(done / wall, 2), "tokens": done, "seconds": round(wall, 2)}
     finally:
         await client.aclose()
     return best
+
+
+async def peak(url: str, key: str, model: str, concurrency: int, tokens: int, rounds: int) -> dict:
+    """Completion tokens per second: ``concurrency`` streams forced to write ``tokens`` tokens each."""
+    msgs = [{"role": "user", "content": "Tell a long story about a lighthouse keeper and the sea."}]
+    return await best_round(
+        url, key, model, concurrency, rounds, "completion_tokens_per_s",
+        lambda client, _: [client.chat(msgs, max_tokens=tokens, temperature=0.8, seed=i, ignore_eos=True)
+                           for i in range(concurrency)],
+        lambda res: res.usage.completion_tokens)
+
+
+async def prefill_peak(url: str, key: str, model: str, concurrency: int, tokens: int, rounds: int) -> dict:
+    """Prompt tokens per second: ``concurrency`` distinct prompts of about ``tokens`` tokens at once, one token
+    out each, every round new words so llama.cpp's prompt cache holds none of them."""
+    def batch(client, r: int) -> list:
+        prompts = [" ".join(f"w{r}x{i}y{j}" for j in range(tokens // 6)) for i in range(concurrency)]
+        return [client.chat([{"role": "user", "content": p}], max_tokens=1) for p in prompts]
+
+    return await best_round(url, key, model, concurrency, rounds, "prompt_tokens_per_s", batch,
+                            lambda res: computed_prompt_tokens(res.raw, res.usage.prompt_tokens))
 
 
 def example_taxonomy(dest: Path, leaves: str) -> Path:
