@@ -47,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from unfork.sdg.engine import computed_prompt_tokens  # noqa: E402
+from unfork.sdg.teacher import computed_prompt_tokens  # noqa: E402
 
 
 async def best_round(url: str, key: str, model: str, concurrency: int, rounds: int, rate: str,
@@ -105,11 +105,12 @@ def example_taxonomy(dest: Path, leaves: str) -> Path:
 def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: Path) -> dict:
     """Generate on a fresh copy of the example taxonomy; with ``--minutes``, stop after that long."""
     from unfork.client import ClientSettings, OpenAIClient
-    from unfork.sdg.engine import Teacher, generate
+    from unfork.sdg.engine import generate
     from unfork.sdg.journal import Journal
     from unfork.sdg.leaves import load_documents
     from unfork.sdg.pipeline import load_pipeline
     from unfork.sdg.run import GenerateRequest, select_leaves
+    from unfork.sdg.teacher import Teacher
     taxonomy = example_taxonomy(work / "taxonomy-unfork", args.leaves)
     req = GenerateRequest(taxonomy=taxonomy, base="empty", pipeline=args.pipeline, num_samples=args.num_samples)
     leaves = select_leaves(req, echo=lambda *_: None)

@@ -2,7 +2,7 @@
 
 It listens on 127.0.0.1 (random port) in a background thread and answers
 ``/v1/chat/completions``, ``/v1/completions`` (JSON or SSE), ``/v1/models``,
-``/health`` and ``/props``. Each POST takes the next scripted :class:`Reply`
+``/health``, ``/props`` and (``tokenize=True``) llama.cpp's ``/tokenize``. Each POST takes the next scripted :class:`Reply`
 (or ``on_chat(body)``'s, or the default), so a test can make it fail on purpose:
 error statuses with headers, slow answers, dropped connections, streams that
 break off. It records every request and the most requests it had in flight.
@@ -40,6 +40,10 @@ class Reply:
     finish_reason: str = "stop"
     stream_error: dict[str, Any] | None = None
     """Streaming: send this as an ``{"error": ...}`` event after the pieces, then stop."""
+    choices: list[str] | None = None
+    """Whole answers: these texts as the choices (a request's ``n``), instead of ``text`` alone."""
+    timings: dict[str, Any] | None = None
+    """Whole answers: llama.cpp's ``timings``; then, as llama.cpp does, ``usage`` counts only the first choice."""
 
 
 def split_words(text: str) -> list[str]:
@@ -57,8 +61,11 @@ def split_words(text: str) -> list[str]:
 class FakeOpenAI:
     def __init__(self, replies: list[Reply] | None = None, *, default: Reply | None = None,
                  model: str = "fake-model", context_length: int | None = None, props_n_ctx: int | None = None,
-                 on_chat: Callable[[dict[str, Any]], Reply | None] | None = None, http11: bool = False):
+                 on_chat: Callable[[dict[str, Any]], Reply | None] | None = None, http11: bool = False,
+                 tokenize: bool = False):
         self.http11 = http11
+        self.tokenize = tokenize
+        """Answer llama.cpp's ``POST /tokenize``, one token per word."""
         """HTTP/1.1 with keep-alive and chunked streams (as llama-server does) instead of HTTP/1.0."""
         self.replies: collections.deque[Reply] = collections.deque(replies or [])
         self.default = default or Reply()
@@ -179,6 +186,9 @@ class _Handler(BaseHTTPRequestHandler):
             fake.in_flight += 1
             fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
         try:
+            if self.path == "/tokenize" and fake.tokenize and isinstance(body, dict):  # llama.cpp's: a word a token
+                self._json(200, {"tokens": list(range(len(str(body.get("content", "")).split())))})
+                return
             if self.path not in ("/v1/chat/completions", "/v1/completions"):
                 self._json(404, {"error": {"message": f"no route {self.path}"}})
                 return
@@ -203,16 +213,22 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.in_flight -= 1
 
     def _whole(self, reply: Reply, chat: bool, body: Any) -> None:
-        choice: dict[str, Any] = {"index": 0, "finish_reason": reply.finish_reason}
-        if chat:
-            choice["message"] = {"role": "assistant", "content": reply.text}
-        else:
-            choice["text"] = reply.text
+        texts = reply.choices if reply.choices is not None else [reply.text]
+        choices = []
+        for i, text in enumerate(texts):
+            choice: dict[str, Any] = {"index": i, "finish_reason": reply.finish_reason}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+            else:
+                choice["text"] = text
+            choices.append(choice)
+        counted = texts[:1] if reply.timings is not None else texts
+        completion = sum(len(t.split()) for t in counted)
+        extra = {"timings": reply.timings} if reply.timings is not None else {}
         self._json(200, {
             "id": "cmpl-1", "object": "chat.completion" if chat else "text_completion",
-            "model": self.server_fake.model, "choices": [choice],
-            "usage": {"prompt_tokens": 7, "completion_tokens": len(reply.text.split()),
-                      "total_tokens": 7 + len(reply.text.split())},
+            "model": self.server_fake.model, "choices": choices, **extra,
+            "usage": {"prompt_tokens": 7, "completion_tokens": completion, "total_tokens": 7 + completion},
         }, reply.headers)
 
     def _stream(self, reply: Reply, chat: bool) -> None:

@@ -98,7 +98,16 @@ class ChatResult:
     @property
     def texts(self) -> list[str]:
         """Every choice's text (for requests with ``n`` > 1)."""
-        return [_choice_text(c) for c in self.raw.get("choices") or []]
+        return [text for text, _ in self.choices]
+
+    @property
+    def choices(self) -> list[tuple[str, str | None]]:
+        """Every choice's (text, finish_reason), in the order of the choices' ``index``."""
+        raw = [c for c in self.raw.get("choices") or [] if isinstance(c, dict)]
+        if not raw:
+            return [(self.text, self.finish_reason)]
+        raw.sort(key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0)
+        return [(_choice_text(c), c.get("finish_reason")) for c in raw]
 
 
 @dataclass

@@ -32,58 +32,9 @@ from unfork.sdg.journal import Journal, RequestLog
 from unfork.sdg.leaves import Leaf
 from unfork.sdg.pipeline import Pipeline
 from unfork.sdg.steps import DedupStep, Reply, Step, Unit, estimate_tokens, reject
+from unfork.sdg.teacher import Teacher
 
 FATAL = ("EndpointUnreachableError", "AuthenticationError", "NotFoundError")
-
-
-class Teacher:
-    """The one interface the engine needs: ``chat`` and token counting over an OpenAI-compatible client."""
-
-    def __init__(self, client: Any, model: str, context_window: int | None = None):
-        self.client = client
-        self.model = model
-        self.context_window = context_window
-        self._can_tokenize: bool | None = None
-        # per request: (start, end, completion tokens, prompt tokens, prompt tokens the server computed)
-        self.busy: list[tuple[float, float, int, int, int]] = []
-
-    async def setup(self) -> None:
-        if self.context_window is None:
-            self.context_window = await self.client.context_window(self.model)
-
-    async def count_tokens(self, text: str) -> int | None:
-        """Exact count from llama.cpp's ``/tokenize`` when the server has it, else None."""
-        if self._can_tokenize is False:
-            return None
-        first = getattr(self.client, "clients", [self.client])[0]
-        root = first.base_url.rsplit("/v1", 1)[0]
-        try:
-            data = await first._attempt_json("POST", root + "/tokenize", {"content": text}, timeout=30)
-        except Exception:  # noqa: BLE001 - any failure means "no tokenizer here"
-            self._can_tokenize = False
-            return None
-        tokens = data.get("tokens") if isinstance(data, dict) else None
-        if not isinstance(tokens, list):
-            self._can_tokenize = False
-            return None
-        self._can_tokenize = True
-        return len(tokens)
-
-    async def chat(self, messages: list[dict[str, str]], **kwargs: Any) -> Any:
-        start = time.monotonic()
-        result = await self.client.chat(messages, model=self.model, **kwargs)
-        prompt = result.usage.prompt_tokens
-        self.busy.append((start, time.monotonic(), result.usage.completion_tokens, prompt,
-                          computed_prompt_tokens(result.raw, prompt)))
-        return result
-
-
-def computed_prompt_tokens(raw: Any, prompt_tokens: int) -> int:
-    """Prompt tokens the server had to compute: llama.cpp reports in ``timings.prompt_n`` those its prompt
-    cache did not already hold; other servers don't say, so all of them."""
-    timings = raw.get("timings") if isinstance(raw, dict) else None
-    n = timings.get("prompt_n") if isinstance(timings, dict) else None
-    return n if isinstance(n, int) and 0 <= n <= prompt_tokens else prompt_tokens
 
 
 @dataclass
@@ -144,10 +95,11 @@ class LeafRun:
         return [u for u in range(self.max_units) if u not in self.journal.units]
 
     def wants_more(self) -> bool:
-        """Start another unit? Counts on the running ones yielding about what finished ones did."""
+        """Start another unit? Counts on the running ones yielding what finished ones did (the flow's
+        ``samples_per_unit`` until two have finished); a unit that falls short is followed by another."""
         units = self.result.units
         per_unit = self.accepted / units if units >= 2 else self.flow.samples_per_unit
-        return self.accepted + 0.75 * self.in_flight * per_unit < self.target
+        return self.accepted + self.in_flight * per_unit < self.target
 
     def prepare(self, columns: dict[str, Any]) -> None:
         for step in self.steps:
@@ -160,13 +112,17 @@ class LeafRun:
                 (self.folder / "chunks.json").write_text(json.dumps(self.result.extra["chunks"], ensure_ascii=False),
                                                          encoding="utf-8")
 
-    async def ask(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int) -> Reply:
+    async def ask(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int,
+                  choices: int = 1) -> Reply:
         params = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        if choices > 1:
+            params["n"] = choices
         key = request_key(messages, params, self.teacher.model)
         logged = self.log.get(key)
         if logged is not None:
             self.result.replayed += 1
-            return Reply(logged.get("text", ""), logged.get("finish_reason"), key)
+            others = [(t, f) for t, f in logged.get("others") or []]
+            return Reply(logged.get("text", ""), logged.get("finish_reason"), key, others=others)
         too_long = await self._too_long(messages, max_tokens)
         if too_long:
             return Reply(key=key, error=too_long)
@@ -182,10 +138,14 @@ class LeafRun:
             if type(exc).__name__ in FATAL:
                 raise
             return Reply(key=key, error=f"teacher error: {exc.message}")
-        self.log.put(key, {"text": res.text, "finish_reason": res.finish_reason,
-                           "usage": {"prompt": res.usage.prompt_tokens, "completion": res.usage.completion_tokens},
-                           "started": round(started, 3), "seconds": round(time.time() - started, 3)})
-        return Reply(res.text, res.finish_reason, key)
+        (text, finish), *others = res.choices
+        entry = {"text": text, "finish_reason": finish,
+                 "usage": {"prompt": res.usage.prompt_tokens, "completion": res.usage.completion_tokens},
+                 "started": round(started, 3), "seconds": round(time.time() - started, 3)}
+        if others:
+            entry["others"] = others
+        self.log.put(key, entry)
+        return Reply(text, finish, key, others=others)
 
     async def _too_long(self, messages: list[dict[str, str]], max_tokens: int) -> str | None:
         window = self.teacher.context_window
@@ -243,8 +203,9 @@ async def generate(leaves: list[Leaf], pipeline: Pipeline, teacher: Teacher, *, 
     """Generate up to ``target`` accepted samples per leaf (``knowledge_target`` for knowledge leaves, when
     given); return each leaf's result.
 
-    ``units_in_flight`` (default ``concurrency + 2``) bounds the units running
-    at once over all leaves; the client bounds the requests.
+    ``units_in_flight`` (default: the teacher's slots over all its endpoints,
+    at least ``concurrency``, plus 2) bounds the units running at once over all
+    leaves; the teacher bounds the sequences decoded at once.
     """
     await teacher.setup()
     runs = []
@@ -259,7 +220,7 @@ async def generate(leaves: list[Leaf], pipeline: Pipeline, teacher: Teacher, *, 
              "pipeline_hash": pipeline.hash, **settings}, indent=2) + "\n")
         run.load()
         runs.append(run)
-    slots = asyncio.Semaphore(units_in_flight or max(1, concurrency) + 2)
+    slots = asyncio.Semaphore(units_in_flight or max(1, concurrency, teacher.capacity) + 2)
     try:
         await asyncio.gather(*(_run_leaf(run, slots, documents, progress) for run in runs))
     finally:

@@ -98,11 +98,12 @@ def generate_dataset(req: GenerateRequest, *, console: Any = None, show_progress
                      echo=print) -> tuple[Path, dict[str, Any]]:
     """Run the whole command; return the dataset folder and its manifest."""
     from unfork.paths import get_paths
-    from unfork.sdg.engine import Teacher, generate
+    from unfork.sdg.engine import generate
     from unfork.sdg.leaves import load_documents
     from unfork.sdg.output import write_dataset
     from unfork.sdg.pipeline import load_pipeline
     from unfork.sdg.report import LiveProgress, explain_empty, summary_table, utilization
+    from unfork.sdg.teacher import Teacher
 
     pipeline = load_pipeline(req.pipeline)
     if req.mix:  # how accepted samples become training lines; generation (and its cache) is unchanged

@@ -1,0 +1,194 @@
+"""The teacher as the SDG engine sees it: chat requests spread over the servers' slots, and token counts.
+
+A server decodes as many sequences at once as it has slots. A request for
+``n`` choices (the OpenAI API's ``n``) takes ``n`` of them and has its prompt
+computed once for all: on a CPU, where a prompt token costs about a third of
+a generated one, that is what makes wide requests pay. But a server starts
+such a request only when all ``n`` slots are free, and keeps them until its
+longest choice ends, so slots would idle while a wide request waits. Here the
+requests queue in order instead, and the one at the head takes whatever slots
+are free: a request for 4 choices with 2 slots free goes out as one for 2
+choices now and one for 2 more when slots free again (llama.cpp's prompt
+cache often still holds that prompt in the freed slot). The caller gets one
+reply with all its choices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import time
+from typing import Any
+
+from unfork.sdg.steps import estimate_tokens
+
+SEED_STEP = 7919  # a part's seed: the request's plus this times the number of choices asked before it
+
+
+class Teacher:
+    """The one interface the engine needs: ``chat`` and token counting over an OpenAI-compatible client."""
+
+    def __init__(self, client: Any, model: str, context_window: int | None = None, capacity: int | None = None):
+        self.client = client
+        self.model = model
+        self.context_window = context_window
+        self._can_tokenize: bool | None = None
+        # per request sent: (start, end, completion tokens, prompt tokens, prompt tokens the server computed)
+        self.busy: list[tuple[float, float, int, int, int]] = []
+        # the sequences the servers decode at once: their slots over all endpoints
+        clients = getattr(client, "clients", [client])
+        self.capacity = capacity or sum(getattr(getattr(c, "settings", None), "max_concurrency", 8) for c in clients)
+        self._free = self.capacity
+        self.max_choices: int | None = None  # choices one request may ask for, once a server said
+        self._queue: collections.deque[object] = collections.deque()
+        self._changed: asyncio.Condition | None = None
+
+    async def setup(self) -> None:
+        if self.context_window is None:
+            self.context_window = await self.client.context_window(self.model)
+
+    async def count_tokens(self, text: str) -> int | None:
+        """Exact count from llama.cpp's ``/tokenize`` when the server has it, else None."""
+        if self._can_tokenize is False:
+            return None
+        first = getattr(self.client, "clients", [self.client])[0]
+        root = first.base_url.rsplit("/v1", 1)[0]
+        try:
+            data = await first._attempt_json("POST", root + "/tokenize", {"content": text}, timeout=30)
+        except Exception:  # noqa: BLE001 - any failure means "no tokenizer here"
+            self._can_tokenize = False
+            return None
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, list):
+            self._can_tokenize = False
+            return None
+        self._can_tokenize = True
+        return len(tokens)
+
+    async def chat(self, messages: list[dict[str, str]], **kwargs: Any) -> Any:
+        """One reply with ``n`` choices (default 1), sent as one request or, when fewer slots are free, as
+        several that each take the slots free at the time."""
+        want = max(1, int(kwargs.pop("n", None) or 1))
+        seed = kwargs.get("seed")
+        parts: list[asyncio.Task] = []
+        asked = 0
+        try:
+            while asked < want:
+                got = await self._take(min(want - asked, self.max_choices or want), first=not parts)
+                params = dict(kwargs)
+                if got > 1:
+                    params["n"] = got
+                if seed is not None and asked:
+                    params["seed"] = seed + SEED_STEP * asked
+                parts.append(asyncio.create_task(self._send(messages, got, params)))
+                asked += got
+            results = await asyncio.gather(*parts)
+        except BaseException:
+            for part in parts:
+                part.cancel()
+            raise
+        return results[0] if len(results) == 1 else merge_replies(results)
+
+    async def _take(self, need: int, *, first: bool) -> int:
+        """Wait for the head of the queue and a free slot; take up to ``need`` slots. A request that already
+        has parts out keeps its place at the head, so it is completed before later ones start."""
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        me = object()
+        if first:
+            self._queue.append(me)
+        else:
+            self._queue.appendleft(me)
+        async with self._changed:
+            try:
+                await self._changed.wait_for(lambda: self._queue[0] is me and self._free > 0)
+            finally:
+                self._queue.remove(me)
+            got = min(need, self._free)
+            self._free -= got
+            self._changed.notify_all()  # the next in line may take what is left
+        return got
+
+    async def _send(self, messages: list[dict[str, str]], slots: int, params: dict[str, Any]) -> Any:
+        """One request on ``slots`` slots, released when it is done; several when the server refuses as many
+        choices in one request (llama.cpp allows at most its number of slots)."""
+        from unfork.client import APIError
+
+        try:
+            try:
+                return await self._request(messages, params)
+            except APIError as exc:
+                limit = choices_limit(exc)
+                if limit is None or params.get("n", 1) <= limit:
+                    raise
+            self.max_choices = limit
+            sizes = [min(limit, slots - i) for i in range(0, slots, limit)]
+            seed = params.get("seed")
+            results = await asyncio.gather(*(self._request(messages, {
+                **{k: v for k, v in params.items() if k != "n"}, **({"n": size} if size > 1 else {}),
+                **({"seed": seed + SEED_STEP * i * limit} if seed is not None and i else {})})
+                for i, size in enumerate(sizes)))
+            return merge_replies(results)
+        finally:
+            async with self._changed:
+                self._free += slots
+                self._changed.notify_all()
+
+    async def _request(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Any:
+        start = time.monotonic()
+        result = await self.client.chat(messages, model=self.model, **params)
+        completion = await self._completion_tokens(result)
+        prompt = result.usage.prompt_tokens
+        self.busy.append((start, time.monotonic(), completion, prompt, computed_prompt_tokens(result.raw, prompt)))
+        return result
+
+    async def _completion_tokens(self, result: Any) -> int:
+        """All choices' completion tokens. llama.cpp's usage counts only the first choice's (its ``timings``
+        give it away), so there each choice is counted with ``/tokenize``, plus the end token of a stop."""
+        choices = result.choices
+        if len(choices) < 2 or not isinstance(result.raw.get("timings"), dict):
+            return result.usage.completion_tokens
+        total = result.usage.completion_tokens
+        for text, finish in choices[1:]:
+            counted = await self.count_tokens(text)
+            total += (counted if counted is not None else estimate_tokens(text)) + (finish == "stop")
+        return total
+
+
+def merge_replies(results: list[Any]) -> Any:
+    """One reply holding every part's choices (re-numbered in order) and their summed usage."""
+    from unfork.client.base import ChatResult, Usage
+
+    choices = []
+    for res in results:
+        raw = [c for c in res.raw.get("choices") or [] if isinstance(c, dict)] or \
+            [{"message": {"role": "assistant", "content": res.text}, "finish_reason": res.finish_reason}]
+        raw.sort(key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0)
+        choices += raw
+    choices = [{**c, "index": i} for i, c in enumerate(choices)]
+    usage = Usage(sum(r.usage.prompt_tokens for r in results), sum(r.usage.completion_tokens for r in results))
+    first = results[0]
+    raw = {**first.raw, "choices": choices,
+           "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}}
+    return ChatResult(first.text, first.finish_reason, usage, first.model, raw)
+
+
+def choices_limit(exc: Any) -> int | None:
+    """The most choices a server takes in one request, from its refusal of more (llama.cpp: "Field 'n': Value
+    must be between 1 <= value <= 2"); None when the error is about something else."""
+    if getattr(exc, "status_code", None) not in (400, 422):
+        return None
+    said = str(getattr(exc, "server_message", "") or exc)
+    if not re.search(r"\bn\b|'n'", said):
+        return None
+    found = re.search(r"<=\s*value\s*<=\s*(\d+)", said)
+    return max(1, int(found.group(1))) if found else 1
+
+
+def computed_prompt_tokens(raw: Any, prompt_tokens: int) -> int:
+    """Prompt tokens the server had to compute: llama.cpp reports in ``timings.prompt_n`` those its prompt
+    cache did not already hold; other servers don't say, so all of them."""
+    timings = raw.get("timings") if isinstance(raw, dict) else None
+    n = timings.get("prompt_n") if isinstance(timings, dict) else None
+    return n if isinstance(n, int) and 0 <= n <= prompt_tokens else prompt_tokens
