@@ -10,10 +10,11 @@ import pytest
 
 from tests.client.fake_openai import FakeOpenAI, Reply
 from unfork.client import ClientSettings, OpenAIClient
-from unfork.sdg.engine import Teacher, computed_prompt_tokens, generate
+from unfork.sdg.engine import generate
 from unfork.sdg.leaves import read_leaf
 from unfork.sdg.output import write_dataset
 from unfork.sdg.pipeline import load_pipeline
+from unfork.sdg.teacher import Teacher
 
 QNA = textwrap.dedent("""\
     version: 3
@@ -198,8 +199,36 @@ def test_refusals_and_unparseable_replies_keep_the_raw_text(leaf, tmp_path):
     assert res.rejected[1]["raw"] == "Some text without any list."
 
 
-def test_computed_prompt_tokens_trusts_llama_cpp_timings_only_when_they_make_sense():
-    assert computed_prompt_tokens({"timings": {"prompt_n": 12, "cache_n": 288}}, 300) == 12
-    assert computed_prompt_tokens({"usage": {}}, 300) == 300  # a server that does not say: all of them
-    assert computed_prompt_tokens({"timings": {"prompt_n": 900}}, 300) == 300
-    assert computed_prompt_tokens({"timings": "odd"}, 300) == 300
+
+
+SUBJECTS = ["a lighthouse", "a bicycle", "an old clock", "a paper boat", "a fox", "a violin", "a cactus",
+            "a comet", "a teapot", "a glacier", "a scarecrow", "a submarine", "a beehive", "a canyon", "a kettle",
+            "a windmill"]
+
+
+def pairs_per_choice(body):
+    """The simple pipeline's request: each of the ``n`` choices writes 4 pairs (of the 6 asked) on subjects no choice repeats;
+    the last choice ends with a request and no response."""
+    n = body.get("n", 1)
+    texts = []
+    for c in range(n):
+        subjects = SUBJECTS[4 * c:4 * c + 4]
+        text = "\n".join(f"Request: Write a haiku about {s}.\nResponse: Line one on {s}\nline two\nline three"
+                         for s in subjects)
+        texts.append(text + ("\nRequest: Write a haiku about" if c == n - 1 else ""))
+    return Reply(choices=texts)
+
+
+def test_choices_become_samples_from_one_request_and_a_rerun_replays_them(leaf, tmp_path):
+    with FakeOpenAI(on_chat=pairs_per_choice) as fake:
+        four = ClientSettings(fake.url, max_concurrency=4)  # slots for the pipeline's 4 choices
+        _, (res,) = run(leaf, fake, pipeline="simple", target=10, cache=tmp_path / "cache", settings=four)
+        [body] = chats(fake)
+        _, (again,) = run(leaf, fake, pipeline="simple", target=10, cache=tmp_path / "cache", settings=four)
+        assert len(chats(fake)) == 1
+    assert body["n"] == 4 and "Write 6 new examples" in body["messages"][-1]["content"]
+    questions = [s["row"]["question"] for s in res.accepted]
+    assert questions == [f"Write a haiku about {s}." for s in SUBJECTS]
+    assert len({tuple(s["row"]["_trace"]) for s in res.accepted}) == 1 and res.units == 1  # one request
+    assert [r["reason"] for r in res.rejected] == ["unparseable: record without answer"]
+    assert again.reused and [s["row"]["question"] for s in again.accepted] == questions
