@@ -20,8 +20,9 @@ every phase of the run:
    --pipeline simple`` against the same server and taxonomy.
 
 Utilization = completion tokens/s the server delivered while generating ÷ the
-peak. On a CPU a prompt token costs about half a generated one, so prompts
-bound it; the prefill peak (distinct ``--prefill-tokens`` prompts at once, one
+peak (every choice of a request counted: llama.cpp's usage has only the
+first's, so the teacher tokenizes the others). On a CPU a prompt token costs
+about a third of a generated one, so prompts bound it; the prefill peak (distinct ``--prefill-tokens`` prompts at once, one
 token out) and llama.cpp's count of the prompt tokens it computed (its prompt
 cache skips the rest) give ``server_busy_share``: the seconds the run's work
 takes at the server's peak rates over the wall time. Prints a table and one

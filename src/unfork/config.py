@@ -69,7 +69,8 @@ class ChatConfig:
 class GenerateConfig:
     pipeline: str = _f("full", "SDG pipeline: full, simple, or a folder with a pipeline.yaml.")
     num_samples: int = _f(30, "Accepted samples to aim for per leaf.")
-    max_concurrency: int = _f(8, "Requests in flight to the teacher at once.")
+    max_concurrency: int = _f(8, "Sequences each teacher endpoint writes at once (a request for n choices counts n); "
+                                 "the local teacher gets this many slots.")
     endpoint_urls: list[str] = _f([], "OpenAI-compatible teacher endpoints. Empty: start a local server.")
     seed: int = _f(42, "Random seed.")
 

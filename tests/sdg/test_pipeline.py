@@ -65,6 +65,14 @@ def test_unknown_step_type_option_and_missing_template(tmp_path):
         load_pipeline(str(folder))
 
 
+@pytest.mark.parametrize("bad", ["0", "two", "1.5", "true"])
+def test_choices_must_be_a_whole_number(tmp_path, bad):
+    folder = copy(tmp_path, "simple")
+    edit(folder, "choices: 4", f"choices: {bad}")
+    with pytest.raises(PipelineError, match=r"step 'new_pairs' \(flow freeform_skill\): 'choices' must be a whole number"):
+        load_pipeline(str(folder))
+
+
 def test_a_flow_must_end_with_its_columns(tmp_path):
     folder = copy(tmp_path, "simple")
     edit(folder, "writes: [question, answer]\n        template: skill_pairs.j2",

@@ -34,7 +34,7 @@ def teacher():
 
 
 def short_pipeline(dest):
-    """The built-in simple pipeline with fewer, shorter answers per request: CI has two cores."""
+    """The built-in simple pipeline with fewer, shorter answers per request, 2 choices each: CI has two cores."""
     import yaml
 
     from unfork.sdg.pipeline import BUILTIN_DIR
@@ -44,7 +44,7 @@ def short_pipeline(dest):
     for flow in data["flows"].values():
         for step in flow["steps"]:
             if step["type"] == "llm":
-                step.update(n=2, max_tokens=200)
+                step.update(n=2, max_tokens=200, choices=2)
     (dest / "pipeline.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return dest
 
@@ -69,6 +69,12 @@ def test_simple_pipeline_makes_a_real_dataset_and_reuses_it(teacher, tmp_path):
     assert {x["metadata"]["teacher"] for x in lines} == {teacher.model, "document"}
     assert all((x["metadata"]["teacher"] == "document") == (x["metadata"]["format"] == "passage") for x in lines)
     assert manifest["stats"]["teacher"]["completion_tokens"] > 0
+    # Every request asked for 2 choices of one prompt, and llama.cpp wrote both (logged as the first + "others").
+    from unfork.paths import get_paths
+
+    logged = [json.loads(line) for leaf in leaves.values()
+              for line in (get_paths().cache_dir / "sdg" / leaf["cache_key"] / "requests.jsonl").read_text().splitlines()]
+    assert logged and all(len(entry.get("others", [])) == 1 for entry in logged), logged
     # Second run: same leaves, pipeline and teacher, so nothing is asked again.
     req.output_dir = tmp_path / "ds2"
     _, again = generate_dataset(req, show_progress=False, echo=lambda *_: None)

@@ -169,6 +169,13 @@ class LLMStep(Step):
     options = {"template": None, "parser": "text", "temperature": 0.8, "max_tokens": 512, "n": 1,
                "labels": None, "system": None, "choices": 1}
 
+    def __init__(self, spec: StepSpec, templates: Any = None, system_prompt: str = ""):
+        super().__init__(spec, templates, system_prompt)
+        for key in ("n", "choices", "max_tokens"):
+            value = self.opt[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"'{key}' must be a whole number of at least 1, not {value!r}")
+
     def _messages(self, variables: dict[str, Any]) -> list[dict[str, str]]:
         prompt = self.templates.get_template(self.opt["template"]).render(**variables).strip()
         system = self.opt["system"] if self.opt["system"] is not None else self.system_prompt
@@ -183,7 +190,7 @@ class LLMStep(Step):
     async def _one(self, row: Row, i: int, unit: Unit, depth: int = 0) -> tuple[list[Row], list[Row]]:
         name = self.spec.name
         messages = self._messages({**self.values(row, unit.leaf), "n": self.opt["n"]})
-        choices = max(1, int(self.opt["choices"]))
+        choices = self.opt["choices"]
         extra = {"choices": choices} if choices > 1 else {}  # without: the same request keys as before
         reply = await unit.ask(messages, temperature=self.opt["temperature"], max_tokens=self.opt["max_tokens"],
                                seed=unit.seed + 7919 * i + 104729 * depth, **extra)
