@@ -139,6 +139,8 @@ CASES = {
         [(2, 5, "trailing-spaces"), (8, 5, "trailing-spaces")]),
     "disable-file": ("# yamllint disable-file\na: 1 \n", []),
     "byte-order-mark": ("\ufeffversion: 3\nlist: [ a,  b ]\n", [(2, 12, "commas")]),
+    # libyaml skipped the second mark as if it were a space, and saw a ']' with a space before it
+    "byte-order-mark-after-the-first": ("\ufeff\ufeff]\n", []),
 }
 
 

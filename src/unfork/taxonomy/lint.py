@@ -198,12 +198,15 @@ class _Tokens:
 
     def __init__(self, text: str):
         self.buf = text + "\0"     # what PyYAML's marks point into
+        # libyaml skips a byte order mark after the first character where PyYAML (yamllint's scanner) reads
+        # it as text, so the two disagree on the tokens; such texts are rare, and PyYAML scans them.
+        loader = yaml.BaseLoader if "\ufeff" in text[1:] else _Loader
         failed = False
         try:
-            toks = list(iter(_Loader(text).get_token, None))
+            toks = list(iter(loader(text).get_token, None))
         except Exception:  # any scanner failure (YAMLError, UnicodeError on lone surrogates) ends the stream
             failed = True
-            toks = _tokens_before_error(text)
+            toks = _tokens_before_error(text, loader)
         # map() with C callables: about twice as fast as comprehensions here.
         self.kind = list(map(_KINDS.__getitem__, map(type, toks)))
         self.kind.append(NONE)    # lets rules read the next token's kind without a check
@@ -217,18 +220,18 @@ class _Tokens:
         self.eline = list(map(_LINE, marks))
         self.total = len(toks)
         self.n = max(0, self.total - 2) if failed else self.total
-        if self.total and _Loader is not yaml.BaseLoader:
+        if self.total and loader is not yaml.BaseLoader:
             _normalise_marks(self, text)
 
     def next_kind(self, i: int) -> int:
         return self.kind[i + 1]
 
 
-def _tokens_before_error(text: str) -> list:
+def _tokens_before_error(text: str, loader: type = _Loader) -> list:
     """Scan again, one token at a time, keeping those before the error."""
     toks = []
     try:
-        get_token = _Loader(text).get_token
+        get_token = loader(text).get_token
         while (tok := get_token()) is not None:
             toks.append(tok)
     except Exception:  # expected: it is why we scan again
