@@ -113,3 +113,13 @@ def test_computed_prompt_tokens_trusts_llama_cpp_timings_only_when_they_make_sen
     assert computed_prompt_tokens({"usage": {}}, 300) == 300  # a server that does not say: all of them
     assert computed_prompt_tokens({"timings": {"prompt_n": 900}}, 300) == 300
     assert computed_prompt_tokens({"timings": "odd"}, 300) == 300
+
+
+def test_the_slots_are_those_of_every_endpoint():
+    from unfork.client import MultiClient
+
+    clients = [OpenAIClient(ClientSettings(f"http://127.0.0.1:{port}/v1", max_concurrency=3), model="m")
+               for port in (9, 10)]
+    assert Teacher(MultiClient(clients), "m").capacity == 6
+    assert Teacher(clients[0], "m").capacity == 3
+    assert Teacher(clients[0], "m", capacity=5).capacity == 5
