@@ -240,17 +240,14 @@ def _tokens_before_error(text: str, loader: type = _Loader) -> list:
 
 
 def _normalise_marks(t: _Tokens, text: str) -> None:
-    """Make libyaml's marks equal to those of PyYAML's pure-Python scanner."""
+    """Make libyaml's marks equal to those of PyYAML's pure-Python scanner (texts with a byte order mark
+    after the first character never get here: PyYAML scans them). Columns already agree: neither counts a
+    leading mark."""
     if text.startswith("\ufeff"):
         # libyaml drops a leading byte order mark from its index count.
         for marks in (t.sidx, t.eidx):
             for i in range(1, t.total):
                 marks[i] += 1
-    if "\ufeff" in text:
-        starts = _line_starts(text)
-        for i in range(t.total):
-            if 0 <= t.sline[i] < len(starts):
-                t.scol[i] = _py_column(text, starts[t.sline[i]], t.sidx[i])
     if text and text[-1] not in _BREAKS:
         # At the end of the text libyaml acts as if a line break followed.
         size = len(text)
