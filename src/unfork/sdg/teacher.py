@@ -9,8 +9,8 @@ longest choice ends, so slots would idle while a wide request waits. Here the
 requests queue in order instead, and the one at the head takes whatever slots
 are free: a request for 4 choices with 2 slots free goes out as one for 2
 choices now and one for 2 more when slots free again (llama.cpp's prompt
-cache often still holds that prompt in the freed slot). The caller gets one
-reply with all its choices.
+cache may still hold that prompt in a freed slot). The caller gets one reply
+with all its choices.
 """
 
 from __future__ import annotations
@@ -70,18 +70,12 @@ class Teacher:
         """One reply with ``n`` choices (default 1), sent as one request or, when fewer slots are free, as
         several that each take the slots free at the time."""
         want = max(1, int(kwargs.pop("n", None) or 1))
-        seed = kwargs.get("seed")
         parts: list[asyncio.Task] = []
         asked = 0
         try:
             while asked < want:
                 got = await self._take(min(want - asked, self.max_choices or want), first=not parts)
-                params = dict(kwargs)
-                if got > 1:
-                    params["n"] = got
-                if seed is not None and asked:
-                    params["seed"] = seed + SEED_STEP * asked
-                parts.append(asyncio.create_task(self._send(messages, got, params)))
+                parts.append(asyncio.create_task(self._send(messages, kwargs, got, asked)))
                 asked += got
             results = await asyncio.gather(*parts)
         except BaseException:
@@ -110,25 +104,22 @@ class Teacher:
             self._changed.notify_all()  # the next in line may take what is left
         return got
 
-    async def _send(self, messages: list[dict[str, str]], slots: int, params: dict[str, Any]) -> Any:
-        """One request on ``slots`` slots, released when it is done; several when the server refuses as many
-        choices in one request (llama.cpp allows at most its number of slots)."""
+    async def _send(self, messages: list[dict[str, str]], kwargs: dict[str, Any], slots: int, asked: int) -> Any:
+        """The request's choices ``asked`` to ``asked + slots`` on ``slots`` slots, released when done: one
+        request, or several when the server refuses as many choices in one (llama.cpp: at most its slots)."""
         from unfork.client import APIError
 
         try:
             try:
-                return await self._request(messages, params)
+                return await self._request(messages, part_params(kwargs, slots, asked))
             except APIError as exc:
                 limit = choices_limit(exc)
-                if limit is None or params.get("n", 1) <= limit:
+                if limit is None or slots <= limit:
                     raise
             self.max_choices = limit
-            sizes = [min(limit, slots - i) for i in range(0, slots, limit)]
-            seed = params.get("seed")
-            results = await asyncio.gather(*(self._request(messages, {
-                **{k: v for k, v in params.items() if k != "n"}, **({"n": size} if size > 1 else {}),
-                **({"seed": seed + SEED_STEP * i * limit} if seed is not None and i else {})})
-                for i, size in enumerate(sizes)))
+            results = await asyncio.gather(*(
+                self._request(messages, part_params(kwargs, min(limit, slots - i), asked + i))
+                for i in range(0, slots, limit)))
             return merge_replies(results)
         finally:
             async with self._changed:
@@ -156,17 +147,23 @@ class Teacher:
         return total
 
 
+def part_params(kwargs: dict[str, Any], size: int, asked: int) -> dict[str, Any]:
+    """A part's request parameters: ``n`` = its size (left out for 1) and, after the first part, a seed moved
+    by the choices asked before it, so no two parts write the same replies."""
+    params = dict(kwargs)
+    if size > 1:
+        params["n"] = size
+    if params.get("seed") is not None and asked:
+        params["seed"] += SEED_STEP * asked
+    return params
+
+
 def merge_replies(results: list[Any]) -> Any:
     """One reply holding every part's choices (re-numbered in order) and their summed usage."""
     from unfork.client.base import ChatResult, Usage
 
-    choices = []
-    for res in results:
-        raw = [c for c in res.raw.get("choices") or [] if isinstance(c, dict)] or \
-            [{"message": {"role": "assistant", "content": res.text}, "finish_reason": res.finish_reason}]
-        raw.sort(key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0)
-        choices += raw
-    choices = [{**c, "index": i} for i, c in enumerate(choices)]
+    choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+               for i, (text, finish) in enumerate(c for res in results for c in res.choices)]
     usage = Usage(sum(r.usage.prompt_tokens for r in results), sum(r.usage.completion_tokens for r in results))
     first = results[0]
     raw = {**first.raw, "choices": choices,
