@@ -41,9 +41,10 @@ class Reply:
     stream_error: dict[str, Any] | None = None
     """Streaming: send this as an ``{"error": ...}`` event after the pieces, then stop."""
     choices: list[str] | None = None
-    """Whole answers: these texts as the choices (a request's ``n``), instead of ``text`` alone."""
+    """These texts as the choices (a request's ``n``), instead of ``text`` alone. Streamed, they take turns
+    word by word and each ends with its own event, so the shorter ones end first."""
     timings: dict[str, Any] | None = None
-    """Whole answers: llama.cpp's ``timings``; then, as llama.cpp does, ``usage`` counts only the first choice."""
+    """llama.cpp's ``timings``; then, as llama.cpp does, ``usage`` counts only the first choice."""
 
 
 def split_words(text: str) -> list[str]:
@@ -244,17 +245,23 @@ class _Handler(BaseHTTPRequestHandler):
         w = _Chunked(self.wfile) if chunked else self.wfile
         w.write(b": keep-alive\n\n")
         w.flush()
-        pieces = reply.pieces if reply.pieces is not None else split_words(reply.text)
+        texts = reply.choices if reply.choices is not None else [reply.text]
+        streams = [reply.pieces if reply.pieces is not None and len(texts) == 1 else split_words(t) for t in texts]
         model = self.server_fake.model
-        for i, piece in enumerate(pieces):
+        events = _interleave(streams)  # (choice, piece or None for its end); the choices take turns
+        if len(streams) == 1:  # one choice: its end goes with the usage, in the last event
+            events = events[:-1]
+        for i, (index, piece) in enumerate(events):
             if reply.drop_after is not None and i >= reply.drop_after:
                 self.close_connection = True
                 return
-            if chat:
+            if piece is None:
+                choice: dict[str, Any] = {"index": index, "delta": {}, "finish_reason": reply.finish_reason}
+            elif chat:
                 delta = {"content": piece} if i else {"role": "assistant", "content": piece}
-                choice = {"index": 0, "delta": delta, "finish_reason": None}
+                choice = {"index": index, "delta": delta, "finish_reason": None}
             else:
-                choice = {"index": 0, "text": piece, "finish_reason": None}
+                choice = {"index": index, "text": piece, "finish_reason": None}
             event = f"data: {json.dumps({'id': 'c', 'model': model, 'choices': [choice]})}\n\n".encode()
             if i == 1:  # one event cut in the middle of a line, in two writes
                 w.write(event[:9])
@@ -272,14 +279,31 @@ class _Handler(BaseHTTPRequestHandler):
             w.write(f"data: {json.dumps({'error': reply.stream_error})}\n\n".encode())
             w.flush()
             return
-        last = {"id": "c", "model": model,
-                "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}],
-                "usage": {"prompt_tokens": 7, "completion_tokens": len(pieces)}}
+        counted = streams[:1] if reply.timings is not None else streams
+        last: dict[str, Any] = {"id": "c", "model": model, "choices": [],
+                                "usage": {"prompt_tokens": 7, "completion_tokens": sum(map(len, counted))}}
+        if len(streams) == 1:
+            last["choices"] = [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]
+        if reply.timings is not None:
+            last["timings"] = reply.timings
         w.write(f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode())
         w.flush()
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
+
+
+def _interleave(streams: list[list[str]]) -> list[tuple[int, str | None]]:
+    """The pieces of several choices as a server streams them: a piece of each in turn, and each choice's
+    end (None) right after its last piece, so shorter choices end first."""
+    out: list[tuple[int, str | None]] = []
+    for step in range(max(map(len, streams)) + 1):
+        for index, pieces in enumerate(streams):
+            if step < len(pieces):
+                out.append((index, pieces[step]))
+            elif step == len(pieces):
+                out.append((index, None))
+    return out
 
 
 class _Chunked:
