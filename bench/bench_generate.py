@@ -111,16 +111,16 @@ def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: P
     from unfork.sdg.leaves import load_documents
     from unfork.sdg.pipeline import load_pipeline
     from unfork.sdg.run import GenerateRequest, select_leaves
-    from unfork.sdg.teacher import Teacher
+    from unfork.sdg.teacher import Teacher, slots_busy
     taxonomy = example_taxonomy(work / "taxonomy-unfork", args.leaves)
     req = GenerateRequest(taxonomy=taxonomy, base="empty", pipeline=args.pipeline, num_samples=args.num_samples)
     leaves = select_leaves(req, echo=lambda *_: None)
     cache = work / "sdg-cache"  # fresh: nothing replayed
 
-    async def main() -> tuple[float, Teacher, bool]:
+    async def main() -> tuple[float, float, Teacher, bool]:
         client = OpenAIClient(ClientSettings(url, api_key=key, max_concurrency=args.concurrency), model=model)
         teacher = Teacher(client, model)
-        t0 = time.perf_counter()
+        t0, started = time.perf_counter(), time.monotonic()
         timed_out = False
         try:
             await asyncio.wait_for(generate(
@@ -132,9 +132,12 @@ def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: P
             timed_out = True
         finally:
             await client.aclose()
-        return time.perf_counter() - t0, teacher, timed_out
+        return time.perf_counter() - t0, started, teacher, timed_out
 
-    wall, teacher, timed_out = asyncio.run(main())
+    cpu = time.process_time()  # the engine's own CPU time: on a 2-core machine it would slow the server
+    wall, started, teacher, timed_out = asyncio.run(main())
+    engine_cpu = time.process_time() - cpu
+    (work / "occupancy.json").write_text(json.dumps([(round(t - started, 2), n) for t, n in teacher.occupancy]))
     per_leaf = {}
     for folder in sorted(cache.iterdir()):
         info = json.loads((folder / "leaf.json").read_text())
@@ -148,7 +151,11 @@ def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: P
             "accepted_per_min": round(accepted / wall * 60, 2), "requests": len(teacher.busy),
             "completion_tokens": tokens, "completion_tokens_per_s": round(tokens / wall, 2),
             "prompt_tokens": sum(b[3] for b in teacher.busy),
-            "prompt_tokens_computed": sum(b[4] for b in teacher.busy), "per_leaf": per_leaf}
+            "prompt_tokens_computed": sum(b[4] for b in teacher.busy),
+            "engine_cpu_seconds": round(engine_cpu, 1),
+            # the share of the slots' time a request held them
+            "slots_busy_share": round(slots_busy(teacher.occupancy, teacher.capacity, started, started + wall), 3),
+            "per_leaf": per_leaf}
 
 
 def run_ilab(url: str, key: str, model: str, args: argparse.Namespace, work: Path) -> dict:
@@ -257,6 +264,7 @@ def main() -> None:
           f"{u['completion_tokens_per_s']:.1f} tok/s, utilization {report['utilization']:.0%}")
     print(f"          prompts: {u['prompt_tokens']} tokens, {u['prompt_tokens_computed']} computed (the rest cached); "
           f"the work at peak rates fills {report['server_busy_share']:.0%} of the wall time")
+    print(f"          requests held {u['slots_busy_share']:.0%} of the slots' time")
     if ilab:
         print(f"  ilab:   {ilab}")
     text = json.dumps(report, indent=2)

@@ -20,10 +20,10 @@ def answer_n(body, **kw):
     return Reply(choices=[f"seed {body.get('seed')} choice {i}" for i in range(n)], **kw)
 
 
-def ask(fake, n, *, capacity=None, max_concurrency=8, requests=1):
+def ask(fake, n, *, capacity=None, max_concurrency=8, requests=1, stream=True):
     async def main():
         client = OpenAIClient(ClientSettings(fake.url, max_concurrency=max_concurrency), model="m")
-        teacher = Teacher(client, "m", capacity=capacity)
+        teacher = Teacher(client, "m", capacity=capacity, stream_choices=stream)
         try:
             results = await asyncio.gather(*(teacher.chat(MSGS, n=n, seed=100 * (r + 1), max_tokens=16)
                                              for r in range(requests)))
@@ -35,7 +35,7 @@ def ask(fake, n, *, capacity=None, max_concurrency=8, requests=1):
 
 def test_a_request_for_more_choices_than_free_slots_goes_out_in_parts_with_distinct_seeds():
     with FakeOpenAI(on_chat=answer_n) as fake:
-        teacher, [res] = ask(fake, 5, capacity=2)
+        teacher, [res] = ask(fake, 5, capacity=2, stream=False)  # whole replies: 2 slots free at once
         posts = fake.posts()
     assert [(p.get("n", 1), p["seed"]) for p in posts] == [
         (2, 100), (2, 100 + 2 * SEED_STEP), (1, 100 + 4 * SEED_STEP)]
@@ -123,3 +123,93 @@ def test_the_slots_are_those_of_every_endpoint():
     assert Teacher(MultiClient(clients), "m").capacity == 6
     assert Teacher(clients[0], "m").capacity == 3
     assert Teacher(clients[0], "m", capacity=5).capacity == 5
+
+
+def test_a_slot_is_given_to_the_next_request_the_moment_its_choice_ends():
+    """With 2 slots, a 2-choice reply whose second choice is short frees a slot long before its first ends;
+    a request waiting for a slot gets it then, unless replies are read whole."""
+    def reply(body):
+        if body.get("n", 1) == 2:
+            return Reply(choices=[" ".join(["word"] * 40), "short"], chunk_delay=0.01)
+        return Reply(text="quick")
+
+    def order(stream):
+        async def main():
+            client = OpenAIClient(ClientSettings(fake.url, max_concurrency=2), model="m")
+            teacher = Teacher(client, "m", stream_choices=stream)
+            done: list[str] = []
+
+            async def one(name, n):
+                await teacher.chat(MSGS, n=n, max_tokens=64)
+                done.append(name)
+            try:
+                wide = asyncio.create_task(one("wide", 2))
+                await asyncio.sleep(0.05)  # the wide request takes both slots first
+                await asyncio.gather(wide, one("narrow", 1))
+            finally:
+                await client.aclose()
+            return done
+        return asyncio.run(main())
+
+    with FakeOpenAI(on_chat=reply, http11=True) as fake:
+        assert order(stream=True) == ["narrow", "wide"]
+        assert order(stream=False) == ["wide", "narrow"]
+        wide = [p for p in fake.posts() if p.get("n") == 2]
+    assert [p.get("stream", False) for p in wide] == [True, False]
+
+
+def run_requests(fake, asks, *, capacity, gap=0.02):
+    """``asks``: (n, seed) requests started ``gap`` seconds apart, on whole (not streamed) replies."""
+    async def main():
+        client = OpenAIClient(ClientSettings(fake.url, max_concurrency=capacity), model="m")
+        teacher = Teacher(client, "m", capacity=capacity, stream_choices=False)
+        tasks = []
+        try:
+            for n, seed in asks:
+                tasks.append(asyncio.create_task(teacher.chat(MSGS, n=n, seed=seed, max_tokens=16)))
+                await asyncio.sleep(gap)
+            return await asyncio.gather(*tasks)
+        finally:
+            await client.aclose()
+    return asyncio.run(main())
+
+
+def test_a_request_waits_for_all_its_slots_while_others_wait_and_the_last_one_takes_the_free_ones():
+    """Splitting costs a prompt per part, so only the last request in the queue goes out on fewer slots."""
+    with FakeOpenAI(on_chat=lambda body: answer_n(body, delay=0.1 * body.get("n", 1))) as fake:
+        results = run_requests(fake, [(4, 100), (3, 200), (3, 300)], capacity=4)
+        posts = [(p.get("n", 1), p["seed"]) for p in fake.posts()]
+    # when the first request's 4 slots came free, the second took 3 of them whole, with the third behind it
+    assert posts[:2] == [(4, 100), (3, 200)]
+    last = [n for n, seed in posts if seed >= 300]
+    assert sum(last) == 3 and len(last) > 1  # the last one took the one slot left, then the rest
+    assert [len(r.choices) for r in results] == [4, 3, 3]
+
+
+def test_whose_turn_it_is():
+    from unfork.sdg.teacher import _Waiter
+
+    teacher = Teacher(OpenAIClient(ClientSettings("http://127.0.0.1:9/v1"), model="m"), "m", capacity=4)
+
+    def turns(free, *needs, passed=0):
+        teacher._free = free
+        teacher._queue.clear()
+        teacher._queue.extend(_Waiter(n) for n in needs)
+        teacher._queue[0].passed = passed
+        return [teacher._turn(w) for w in teacher._queue]
+
+    assert turns(1, 3) == [True]  # alone: the free slots would idle
+    assert turns(0, 3) == [False]
+    assert turns(1, 3, 3) == [False, False]  # no part on fewer slots while others wait
+    assert turns(3, 3, 3) == [True, False]
+    assert turns(1, 4, 1, 1) == [False, True, False]  # the first that fits passes the head
+    assert turns(1, 4, 2, 1) == [False, False, True]
+    assert turns(1, 4, 1, passed=4) == [False, False]  # the head was passed as often as there are slots
+
+
+def test_slots_busy_is_the_share_of_slot_time_held():
+    from unfork.sdg.teacher import slots_busy
+
+    # 4 slots over 10 s: 2 held from 0 to 5, all 4 from 5 to 8, none after
+    assert slots_busy([(0.0, 2), (5.0, 4), (8.0, 0)], 4, 0.0, 10.0) == (2 * 5 + 4 * 3) / 40
+    assert slots_busy([], 4, 0.0, 10.0) == 0.0
