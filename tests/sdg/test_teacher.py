@@ -213,3 +213,16 @@ def test_slots_busy_is_the_share_of_slot_time_held():
     # 4 slots over 10 s: 2 held from 0 to 5, all 4 from 5 to 8, none after
     assert slots_busy([(0.0, 2), (5.0, 4), (8.0, 0)], 4, 0.0, 10.0) == (2 * 5 + 4 * 3) / 40
     assert slots_busy([], 4, 0.0, 10.0) == 0.0
+
+
+def test_a_server_that_refuses_streamed_replies_gets_whole_requests():
+    refusal = {"error": {"code": 400, "message": "Unrecognized request argument supplied: stream_options"}}
+
+    def no_streams(body):
+        return Reply(status=400, body=refusal) if body.get("stream") else answer_n(body)
+
+    with FakeOpenAI(on_chat=no_streams) as fake:
+        teacher, [first, second] = ask(fake, 2, requests=2)
+        streamed = [bool(p.get("stream")) for p in fake.posts()]
+    assert len(first.choices) == len(second.choices) == 2 and not teacher.stream_choices
+    assert streamed.count(True) >= 1 and streamed[-1] is False

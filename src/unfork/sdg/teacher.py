@@ -174,11 +174,18 @@ class Teacher:
     async def _request(self, messages: list[dict[str, str]], params: dict[str, Any],
                        release: Callable[[int], Awaitable[None]]) -> Any:
         start = time.monotonic()
+        result = None
         if self.stream_choices and params.get("n", 1) > 1:
+            from unfork.client import APIError
             from unfork.client.choices import chat_choices
 
-            result = await chat_choices(self.client, messages, model=self.model, on_finish=release, **params)
-        else:
+            try:
+                result = await chat_choices(self.client, messages, model=self.model, on_finish=release, **params)
+            except APIError as exc:
+                if exc.status_code not in (400, 422) or "stream" not in str(exc.server_message or exc):
+                    raise
+                self.stream_choices = False  # a server that refuses streamed replies: ask for whole ones
+        if result is None:
             result = await self.client.chat(messages, model=self.model, **params)
         completion = await self._completion_tokens(result)
         prompt = result.usage.prompt_tokens
