@@ -120,7 +120,7 @@ class Teacher:
 
     def _turn(self, me: _Waiter) -> bool:
         """Requests go in order once all their slots are free: a part sent on fewer slots would have its prompt
-        computed again (splitting whenever a slot freed cut utilization from 80% to 62%). Only the last
+        computed again (with a split whenever a slot freed, utilization fell to 54%). Only the last
         request waiting takes the slots that are free, since they would idle otherwise. While the head
         waits for more slots, a later request that fits in the free ones may go first, up to ``capacity``
         times."""
