@@ -345,26 +345,38 @@ def _payload(**fields: Any) -> dict[str, Any]:
     return out
 
 
-def _parse_chunk(data: str, url: str) -> tuple[str, str | None, Usage | None, str | None]:
-    """One streamed event: (text piece, finish_reason, usage, model), the last three when present."""
+def _load_chunk(data: str, url: str) -> dict[str, Any] | None:
+    """One streamed event's JSON (None when it is not an object); an error event raises the server's error."""
     try:
         chunk = json.loads(data)
     except ValueError:
         raise _Retryable(APIError(f"{url} streamed something that is not JSON: {data[:200]!r}",
                                   status_code=200, url=url)) from None
     if not isinstance(chunk, dict):
-        return "", None, None, None
+        return None
     if chunk.get("error"):
         raise _error_for_status(500, chunk, data, url)
+    return chunk
+
+
+def _chunk_piece(choice: dict[str, Any]) -> str:
+    """The text a streamed choice adds: a chat ``delta``'s content or a completion's ``text``."""
+    delta = choice.get("delta")
+    return (delta.get("content") if isinstance(delta, dict) else choice.get("text")) or ""
+
+
+def _parse_chunk(data: str, url: str) -> tuple[str, str | None, Usage | None, str | None]:
+    """One streamed event: (text piece, finish_reason, usage, model), the last three when present."""
+    chunk = _load_chunk(data, url)
+    if chunk is None:
+        return "", None, None, None
     usage = Usage.from_json(chunk["usage"]) if isinstance(chunk.get("usage"), dict) else None
     model = chunk.get("model") if isinstance(chunk.get("model"), str) else None
     choices = chunk.get("choices") or []
     if not choices or not isinstance(choices[0], dict):
         return "", None, usage, model
     choice = choices[0]
-    delta = choice.get("delta")
-    piece = (delta.get("content") if isinstance(delta, dict) else choice.get("text")) or ""
-    return piece, choice.get("finish_reason") or None, usage, model
+    return _chunk_piece(choice), choice.get("finish_reason") or None, usage, model
 
 
 class SSEDecoder:

@@ -27,7 +27,9 @@ from unfork.client.base import (
     Message,
     SSEDecoder,
     Usage,
-    _error_for_status,
+    _choice_text,
+    _chunk_piece,
+    _load_chunk,
     _payload,
     _Retryable,
 )
@@ -71,26 +73,16 @@ class StreamedChoices:
             self.done = True
             return []
         self._events += 1
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise _Retryable(APIError(f"{self.url} streamed something that is not JSON: {data[:200]!r}",
-                                      status_code=200, url=self.url)) from None
-        if not isinstance(chunk, dict):
+        chunk = _load_chunk(data, self.url)
+        if chunk is None:
             return []
-        if chunk.get("error"):
-            raise _error_for_status(500, chunk, data, self.url)
-        for key in ("usage", "timings", "model"):
-            if chunk.get(key):
-                self.extra[key] = chunk[key]
+        self._keep(chunk)
         ended = []
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict):
                 continue
             i = choice.get("index") if isinstance(choice.get("index"), int) else 0
-            delta = choice.get("delta")
-            piece = (delta.get("content") if isinstance(delta, dict) else choice.get("text")) or ""
-            self.texts[i] = self.texts.get(i, "") + piece
+            self.texts[i] = self.texts.get(i, "") + _chunk_piece(choice)
             if choice.get("finish_reason") and i not in self.finish:
                 self.finish[i] = choice["finish_reason"]
                 ended.append(i)
@@ -105,15 +97,17 @@ class StreamedChoices:
         if not isinstance(data, dict) or not data.get("choices"):
             raise _Retryable(APIError(f"{self.url} answered without choices", status_code=200, url=self.url,
                                       body=data))
-        for k in ("usage", "timings", "model"):
-            if data.get(k):
-                self.extra[k] = data[k]
+        self._keep(data)
         for j, choice in enumerate(c for c in data["choices"] if isinstance(c, dict)):
             i = choice.get("index") if isinstance(choice.get("index"), int) else j
-            msg = choice.get("message")
-            self.texts[i] = (msg.get("content") if isinstance(msg, dict) else choice.get("text")) or ""
+            self.texts[i] = _choice_text(choice)
             self.finish[i] = choice.get("finish_reason") or "stop"
         return sorted(self.finish)
+
+    def _keep(self, data: dict[str, Any]) -> None:
+        for key in ("usage", "timings", "model"):
+            if data.get(key):
+                self.extra[key] = data[key]
 
     def result(self) -> ChatResult:
         """The reply as a whole (not streamed) one would be."""
