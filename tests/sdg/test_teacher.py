@@ -180,7 +180,8 @@ def test_a_request_waits_for_all_its_slots_while_others_wait_and_the_last_one_ta
         results = run_requests(fake, [(4, 100), (3, 200), (3, 300)], capacity=4)
         posts = [(p.get("n", 1), p["seed"]) for p in fake.posts()]
     # when the first request's 4 slots came free, the second took 3 of them whole, with the third behind it
-    assert posts[:2] == [(4, 100), (3, 200)]
+    # (the two then went out together, so the server may see either first)
+    assert posts[0] == (4, 100) and [n for n, seed in posts if seed == 200] == [3]
     last = [n for n, seed in posts if seed >= 300]
     assert sum(last) == 3 and len(last) > 1  # the last one took the one slot left, then the rest
     assert [len(r.choices) for r in results] == [4, 3, 3]
