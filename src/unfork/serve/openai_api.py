@@ -58,7 +58,9 @@ class Engine(Protocol):
 
 
 class StopScanner:
-    """Cut generated text at the first stop string, holding back only what could start one."""
+    """Cut generated text where the whole text's first stop string begins, holding back only what could
+    start one: a stop found in the text is final only once no stop that would begin earlier can still
+    complete ("<b<" with stops "b" and "<b<" is cut at 0, even when "<b" came first)."""
 
     def __init__(self, stops: list[str]):
         self.stops = [s for s in stops if s]
@@ -66,23 +68,30 @@ class StopScanner:
 
     def feed(self, piece: str) -> tuple[str, bool]:
         self.buf += piece
-        hits = [i for i in (self.buf.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            out, self.buf = self.buf[:min(hits)], ""
+        hit = self._first_hit()
+        end = len(self.buf) if hit is None else hit
+        # the earliest place before ``end`` where a stop may begin that the text so far has not completed
+        start = next((q for q in range(end) if self._may_begin(q)), None)
+        if start is None and hit is not None:
+            out, self.buf = self.buf[:hit], ""
             return out, True
-        held = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(self.buf)), held, -1):
-                if self.buf.endswith(s[:k]):
-                    held = k
-                    break
-        out, self.buf = (self.buf[:len(self.buf) - held], self.buf[len(self.buf) - held:]) if held \
-            else (self.buf, "")
+        cut = end if start is None else start
+        out, self.buf = self.buf[:cut], self.buf[cut:]
         return out, False
 
-    def flush(self) -> str:
-        out, self.buf = self.buf, ""
-        return out
+    def flush(self) -> tuple[str, bool]:
+        """The end of the text: what was held back, cut at a stop it holds; and whether it held one."""
+        hit = self._first_hit()
+        out, self.buf = self.buf[:hit] if hit is not None else self.buf, ""
+        return out, hit is not None
+
+    def _first_hit(self) -> int | None:
+        hits = [i for i in (self.buf.find(s) for s in self.stops) if i >= 0]
+        return min(hits) if hits else None
+
+    def _may_begin(self, q: int) -> bool:
+        rest = self.buf[q:]
+        return any(len(s) > len(rest) and s.startswith(rest) for s in self.stops)
 
 
 # -- request parsing --------------------------------------------------------------------------
@@ -208,9 +217,11 @@ def create_app(engine: Engine, model_id: str, api_key: str | None = None):
             while True:
                 piece = await run_in_threadpool(_next, it)
                 if piece is end:
-                    tail = scanner.flush()
+                    tail, hit = scanner.flush()
                     if tail:
                         yield tail
+                    if hit:
+                        result.finish_reason = "stop"
                     return
                 text, hit = scanner.feed(piece)
                 if text:
