@@ -138,6 +138,8 @@ def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: P
     wall, started, teacher, timed_out = asyncio.run(main())
     engine_cpu = time.process_time() - cpu
     (work / "occupancy.json").write_text(json.dumps([(round(t - started, 2), n) for t, n in teacher.occupancy]))
+    (work / "requests.json").write_text(json.dumps(  # per request: start, end, completion, prompt, computed
+        [(round(s - started, 2), round(e - started, 2), *counts) for s, e, *counts in teacher.busy]))
     per_leaf = {}
     for folder in sorted(cache.iterdir()):
         info = json.loads((folder / "leaf.json").read_text())
@@ -228,7 +230,8 @@ def main() -> None:
     report: dict = {"teacher": teacher, "pipeline": args.pipeline, "leaves": args.leaves, "num_samples_per_leaf": args.num_samples,
                     "concurrency": args.concurrency, "cpus": os.cpu_count()}
     try:
-        with running_server(teacher, parallel=args.concurrency, ctx_size=args.concurrency * 2048, cfg=cfg) as ep:
+        with running_server(teacher, parallel=args.concurrency, ctx_size=args.concurrency * 2048, cfg=cfg,
+                            shared_context=False) as ep:
             report["peak"] = asyncio.run(peak(ep.base_url, ep.api_key, ep.model, args.concurrency, args.peak_tokens,
                                               args.peak_rounds))
             report["prefill_peak"] = asyncio.run(prefill_peak(ep.base_url, ep.api_key, ep.model, args.concurrency,

@@ -29,8 +29,17 @@ def teacher():
     gguf = real_model_file("qwen2.5-coder-0.5b-instruct")
     from unfork.serve.launch import running_server
 
-    with running_server(str(gguf), backend="llama-cpp", parallel=2, ctx_size=4096) as ep:
+    # as `unfork data generate` starts its teacher: each slot with a context of its own
+    with running_server(str(gguf), backend="llama-cpp", parallel=2, ctx_size=4096, shared_context=False) as ep:
         yield ep
+
+
+def test_each_slot_has_its_own_share_of_the_context(teacher):
+    import httpx
+
+    props = httpx.get(teacher.base_url.removesuffix("/v1") + "/props", timeout=30,
+                      headers={"Authorization": f"Bearer {teacher.api_key}"}).json()
+    assert props["default_generation_settings"]["n_ctx"] == 2048  # 4096 over 2 slots
 
 
 def short_pipeline(dest):

@@ -54,6 +54,10 @@ def test_llama_server_command_uses_own_template_slots_and_threads():
     with_ui = llama_cpp.llama_server_command("s", "m", host="h", port=1, alias="a", parallel=1, ctx_size=512,
                                              webui=True)
     assert "--no-webui" not in with_ui
+    assert "--kv-unified" in cmd and "--no-kv-unified" not in cmd  # any one request may use the whole context
+    own = llama_cpp.llama_server_command("s", "m", host="h", port=1, alias="a", parallel=8, ctx_size=16384,
+                                         shared_context=False)
+    assert "--no-kv-unified" in own and "--kv-unified" not in own
 
 
 def test_api_key_goes_in_the_environment_not_argv(fake_llama, fake_gguf):

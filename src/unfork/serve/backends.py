@@ -133,7 +133,7 @@ def check_installed(backend: str) -> None:
 
 def build_spec(backend: str, model: ModelRef, *, host: str, port: int, api_key: str | None = None,
                parallel: int = 4, ctx_size: int = 4096, threads: int | None = None,
-               webui: bool = False, model_id: str | None = None) -> ServerSpec:
+               webui: bool = False, model_id: str | None = None, shared_context: bool = True) -> ServerSpec:
     """The command line and environment that start ``backend`` on ``host:port``."""
     model_id = model_id or model.name
     env: dict[str, str] = {}
@@ -142,7 +142,7 @@ def build_spec(backend: str, model: ModelRef, *, host: str, port: int, api_key: 
     if backend == "llama-cpp":
         argv = llama_cpp.llama_server_command(
             llama_cpp.find_llama_server(), model.path, host=host, port=port, alias=model_id,
-            parallel=parallel, ctx_size=ctx_size, threads=threads, webui=webui)
+            parallel=parallel, ctx_size=ctx_size, threads=threads, webui=webui, shared_context=shared_context)
         return ServerSpec(backend, argv, env, model_id, "llama-server")
     if backend == "transformers":
         argv = [sys.executable, "-m", "unfork.serve.hf_app", "--model", str(model.path), "--host", host,
