@@ -30,7 +30,7 @@ def teacher():
     from unfork.serve.launch import running_server
 
     # as `unfork data generate` starts its teacher: each slot with a context of its own
-    with running_server(str(gguf), backend="llama-cpp", parallel=2, ctx_size=4096, shared_context=False) as ep:
+    with running_server(str(gguf), backend="llama-cpp", parallel=2, slot_ctx=2048) as ep:
         yield ep
 
 

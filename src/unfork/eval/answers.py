@@ -149,7 +149,7 @@ def open_responder(model: str, *, endpoint_url: str | None = None, api_key: str 
         return
     from unfork.serve.launch import running_server
 
-    with running_server(str(resolved.path), parallel=4, ctx_size=8192, shared_context=False) as ep:
+    with running_server(str(resolved.path), parallel=4, slot_ctx=2048) as ep:
         client = SyncClient(ClientSettings(ep.base_url, api_key=ep.api_key, max_concurrency=4))
         try:
             yield EndpointResponder(label or resolved.name, client, ep.model)

@@ -265,8 +265,7 @@ def open_judge(endpoint_url: str | None = None, model: str | None = None, api_ke
     from unfork.serve.launch import running_server
 
     name = model or load_config().models.teacher
-    with running_server(name, parallel=max_concurrency, ctx_size=4096 * max_concurrency,
-                        shared_context=False) as ep:
+    with running_server(name, parallel=max_concurrency, slot_ctx=4096) as ep:
         client = OpenAIClient(ClientSettings(ep.base_url, api_key=ep.api_key, max_concurrency=max_concurrency))
         judge = Judge(client, ep.model, label=name, max_concurrency=max_concurrency)
         try:

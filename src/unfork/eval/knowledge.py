@@ -374,7 +374,7 @@ def teacher_opener(judge_url: str | None, judge_model: str | None, api_key: str 
         from unfork.serve.launch import running_server
 
         ep = stack.enter_context(running_server(judge_model or load_config().models.teacher, parallel=8,
-                                                ctx_size=8 * 2048, shared_context=False))
+                                                slot_ctx=2048))
         return OpenAIClient(ClientSettings(ep.base_url, api_key=ep.api_key, max_concurrency=8)), ep.model
 
     return open_

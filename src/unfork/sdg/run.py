@@ -81,8 +81,7 @@ def teacher_client(req: GenerateRequest, echo=print):
     from unfork.serve.launch import running_server
 
     echo(f"Starting the teacher {req.teacher_model} ({req.max_concurrency} parallel slots) ...")
-    with running_server(req.teacher_model, parallel=req.max_concurrency,
-                        ctx_size=req.max_concurrency * req.ctx_per_slot, shared_context=False) as ep:
+    with running_server(req.teacher_model, parallel=req.max_concurrency, slot_ctx=req.ctx_per_slot) as ep:
         yield client_for([ep.base_url], ep.api_key, ep.model), ep.model
 
 

@@ -66,15 +66,16 @@ def start_server(spec: backends.ServerSpec, host: str, port: int, *, echo: bool 
 @contextlib.contextmanager
 def running_server(model: str | None = None, *, backend: str = "auto", parallel: int | None = None,
                    ctx_size: int | None = None, cfg=None, api_key: str | None = None,
-                   timeout: float = 600.0, echo: bool = False, shared_context: bool = True) -> Iterator[Endpoint]:
+                   timeout: float = 600.0, echo: bool = False, slot_ctx: int | None = None) -> Iterator[Endpoint]:
     """Serve ``model`` (default: the configured chat model) on a free port of 127.0.0.1.
 
     The server requires ``api_key`` (a random one unless given): other local
     users cannot borrow it. ``backend="auto"`` defers to the config's
-    ``serve.backend``. ``shared_context=False`` gives each of the ``parallel``
-    slots ``ctx_size / parallel`` tokens of its own (llama.cpp), for servers
-    whose slots all run long prompts at once: see
-    :func:`unfork.serve.llama_cpp.llama_server_command`.
+    ``serve.backend``. ``slot_ctx`` gives each of the ``parallel`` slots a
+    context of that many tokens of its own (llama.cpp; ``ctx_size`` is then
+    ``parallel * slot_ctx``), instead of one buffer that any request may fill:
+    for internal servers whose slots all run long prompts at once (the SDG
+    teacher, judges), see :func:`unfork.serve.llama_cpp.llama_server_command`.
     """
     if cfg is None:
         from unfork.config import load_config
@@ -88,9 +89,10 @@ def running_server(model: str | None = None, *, backend: str = "auto", parallel:
         proc = None
         for attempt in range(3):
             port = free_port(host)
-            spec = backends.build_spec(chosen, ref, host=host, port=port, api_key=key,
-                                       parallel=parallel or cfg.serve.parallel,
-                                       ctx_size=ctx_size or cfg.serve.ctx_size, shared_context=shared_context)
+            slots = parallel or cfg.serve.parallel
+            spec = backends.build_spec(chosen, ref, host=host, port=port, api_key=key, parallel=slots,
+                                       ctx_size=slots * slot_ctx if slot_ctx else ctx_size or cfg.serve.ctx_size,
+                                       shared_context=not slot_ctx)
             try:
                 proc = start_server(spec, host, port, echo=echo, timeout=timeout)
                 break
