@@ -17,7 +17,11 @@ every phase of the run:
 2. unfork: the SDG engine (in process, fresh cache) on a fresh copy of the
    bundled example taxonomy against that server, until every leaf has its
    samples or ``--minutes`` have passed (then it counts what was journaled);
-3. (``--ilab``, when ``.bench/ilab-venv`` exists) ``ilab data generate
+3. the peak at the run's own lengths: streams with prompts as long as the
+   run's mean, cached, each writing as many tokens as the run's mean choice
+   (``utilization_at_run_lengths``: on a CPU, decoding slows as the context
+   grows, so this says how much of the gap to the peak the lengths explain);
+4. (``--ilab``, when ``.bench/ilab-venv`` exists) ``ilab data generate
    --pipeline simple`` against the same server and taxonomy.
 
 Utilization = completion tokens/s the server delivered while generating ÷ the
@@ -95,6 +99,20 @@ async def prefill_peak(url: str, key: str, model: str, concurrency: int, tokens:
                             lambda res: computed_prompt_tokens(res.raw, res.usage.prompt_tokens))
 
 
+async def context_peak(url: str, key: str, model: str, concurrency: int, prompt_tokens: int, tokens: int,
+                       rounds: int) -> dict:
+    """Completion tokens per second at the run's own lengths: ``concurrency`` streams, each with a prompt of
+    about ``prompt_tokens`` tokens of its own, forced to write ``tokens`` tokens. Every round sends the same
+    prompts, so from the second on the prompt cache holds them and the round measures decoding alone, at
+    the context lengths the run decoded at (a CPU decodes more slowly as the context grows)."""
+    prompts = [" ".join(f"c{i}y{j}" for j in range(max(1, prompt_tokens // 4))) for i in range(concurrency)]
+    return await best_round(
+        url, key, model, concurrency, rounds, "completion_tokens_per_s",
+        lambda client, r: [client.chat([{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0.8,
+                                       seed=r, ignore_eos=True) for prompt in prompts],
+        lambda res: res.usage.completion_tokens)
+
+
 def mean_peak(before: dict, after: dict) -> dict:
     """The peak this run is measured against: the mean of the peaks before and after generating. On a shared
     machine the best short round drifts by about 5% from one measurement to the next (59.7 to 67.4 tokens/s
@@ -150,10 +168,12 @@ def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: P
     (work / "occupancy.json").write_text(json.dumps([(round(t - started, 2), n) for t, n in teacher.occupancy]))
     (work / "requests.json").write_text(json.dumps(  # per request: start, end, completion, prompt, computed
         [(round(s - started, 2), round(e - started, 2), *counts) for s, e, *counts in teacher.busy]))
-    per_leaf = {}
+    per_leaf, choices = {}, 0
     for folder in sorted(cache.iterdir()):
         info = json.loads((folder / "leaf.json").read_text())
         journal = Journal(folder / "journal.jsonl")
+        logged = [json.loads(line) for line in (folder / "requests.jsonl").read_text().splitlines() if line.strip()]
+        choices += sum(1 + len(entry.get("others") or []) for entry in logged)
         per_leaf[info["leaf"]] = {"accepted": len(journal.samples("accepted")),
                                   "rejected": len(journal.samples("rejected")), "units": len(journal.units)}
         journal.close()
@@ -162,7 +182,7 @@ def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: P
     return {"accepted": accepted, "seconds": round(wall, 1), "stopped_by_time_limit": timed_out,
             "accepted_per_min": round(accepted / wall * 60, 2), "requests": len(teacher.busy),
             "completion_tokens": tokens, "completion_tokens_per_s": round(tokens / wall, 2),
-            "prompt_tokens": sum(b[3] for b in teacher.busy),
+            "choices": choices, "prompt_tokens": sum(b[3] for b in teacher.busy),
             "prompt_tokens_computed": sum(b[4] for b in teacher.busy),
             "engine_cpu_seconds": round(engine_cpu, 1),
             # the share of the slots' time a request held them
@@ -240,8 +260,7 @@ def main() -> None:
     report: dict = {"teacher": teacher, "pipeline": args.pipeline, "leaves": args.leaves, "num_samples_per_leaf": args.num_samples,
                     "concurrency": args.concurrency, "cpus": os.cpu_count()}
     try:
-        with running_server(teacher, parallel=args.concurrency, ctx_size=args.concurrency * 2048, cfg=cfg,
-                            shared_context=False) as ep:
+        with running_server(teacher, parallel=args.concurrency, slot_ctx=2048, cfg=cfg) as ep:
             def measure_peak() -> dict:
                 return asyncio.run(peak(ep.base_url, ep.api_key, ep.model, args.concurrency, args.peak_tokens,
                                         args.peak_rounds))
@@ -253,6 +272,13 @@ def main() -> None:
             report["unfork"] = run_unfork(ep.base_url, ep.api_key, ep.model, args, work)
             report["peak_after"] = measure_peak()
             report["peak"] = mean_peak(report["peak_before"], report["peak_after"])
+            u = report["unfork"]
+            if u["requests"] and u["choices"]:
+                report["context_peak"] = {**asyncio.run(context_peak(
+                    ep.base_url, ep.api_key, ep.model, args.concurrency, u["prompt_tokens"] // u["requests"],
+                    u["completion_tokens"] // u["choices"], args.peak_rounds)),
+                    "prompt_tokens": u["prompt_tokens"] // u["requests"],
+                    "tokens_per_stream": u["completion_tokens"] // u["choices"]}
             if args.ilab:
                 report["ilab"] = run_ilab(ep.base_url, ep.api_key, ep.model, args, work)
     finally:
@@ -268,6 +294,9 @@ def main() -> None:
     needed = (u["completion_tokens"] / p["completion_tokens_per_s"]
               + u["prompt_tokens_computed"] / report["prefill_peak"]["prompt_tokens_per_s"])
     report["server_busy_share"] = round(needed / u["seconds"], 3)
+    if report.get("context_peak"):  # how much of the gap to the peak the lengths alone explain
+        report["utilization_at_run_lengths"] = round(
+            u["completion_tokens_per_s"] / report["context_peak"]["completion_tokens_per_s"], 3)
     ilab = report.get("ilab", {})
     if ilab.get("accepted_per_min"):
         report["speedup_vs_ilab"] = round(u["accepted_per_min"] / ilab["accepted_per_min"], 2)
@@ -284,6 +313,11 @@ def main() -> None:
     print(f"          prompts: {u['prompt_tokens']} tokens, {u['prompt_tokens_computed']} computed (the rest cached); "
           f"the work at peak rates fills {report['server_busy_share']:.0%} of the wall time")
     print(f"          requests held {u['slots_busy_share']:.0%} of the slots' time")
+    if report.get("context_peak"):
+        c = report["context_peak"]
+        print(f"  at the run's lengths ({c['prompt_tokens']}-token prompts, {c['tokens_per_stream']} tokens per "
+              f"stream, prompts cached): peak {c['completion_tokens_per_s']:.1f} tok/s, "
+              f"utilization against it {report['utilization_at_run_lengths']:.0%}")
     if ilab:
         print(f"  ilab:   {ilab}")
     text = json.dumps(report, indent=2)
