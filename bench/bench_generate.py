@@ -78,14 +78,21 @@ async def best_round(url: str, key: str, model: str, concurrency: int, rounds: i
     return best
 
 
-async def peak(url: str, key: str, model: str, concurrency: int, tokens: int, rounds: int) -> dict:
-    """Completion tokens per second: ``concurrency`` streams forced to write ``tokens`` tokens each."""
-    msgs = [{"role": "user", "content": "Tell a long story about a lighthouse keeper and the sea."}]
+async def decode_peak(url: str, key: str, model: str, prompts: list[str], tokens: int, rounds: int) -> dict:
+    """Completion tokens per second: one stream per prompt, all at once, each forced to write ``tokens``."""
     return await best_round(
-        url, key, model, concurrency, rounds, "completion_tokens_per_s",
-        lambda client, _: [client.chat(msgs, max_tokens=tokens, temperature=0.8, seed=i, ignore_eos=True)
-                           for i in range(concurrency)],
+        url, key, model, len(prompts), rounds, "completion_tokens_per_s",
+        lambda client, r: [client.chat([{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0.8,
+                                       seed=r * len(prompts) + i, ignore_eos=True)
+                           for i, prompt in enumerate(prompts)],
         lambda res: res.usage.completion_tokens)
+
+
+async def peak(url: str, key: str, model: str, concurrency: int, tokens: int, rounds: int) -> dict:
+    """Completion tokens per second: ``concurrency`` streams of a short prompt forced to write ``tokens`` tokens
+    each."""
+    story = "Tell a long story about a lighthouse keeper and the sea."
+    return await decode_peak(url, key, model, [story] * concurrency, tokens, rounds)
 
 
 async def prefill_peak(url: str, key: str, model: str, concurrency: int, tokens: int, rounds: int) -> dict:
@@ -106,11 +113,8 @@ async def context_peak(url: str, key: str, model: str, concurrency: int, prompt_
     prompts, so from the second on the prompt cache holds them and the round measures decoding alone, at
     the context lengths the run decoded at (a CPU decodes more slowly as the context grows)."""
     prompts = [" ".join(f"c{i}y{j}" for j in range(max(1, prompt_tokens // 4))) for i in range(concurrency)]
-    return await best_round(
-        url, key, model, concurrency, rounds, "completion_tokens_per_s",
-        lambda client, r: [client.chat([{"role": "user", "content": prompt}], max_tokens=tokens, temperature=0.8,
-                                       seed=r, ignore_eos=True) for prompt in prompts],
-        lambda res: res.usage.completion_tokens)
+    return {**await decode_peak(url, key, model, prompts, tokens, rounds),
+            "prompt_tokens": prompt_tokens, "tokens_per_stream": tokens}
 
 
 def mean_peak(before: dict, after: dict) -> dict:
@@ -274,11 +278,9 @@ def main() -> None:
             report["peak"] = mean_peak(report["peak_before"], report["peak_after"])
             u = report["unfork"]
             if u["requests"] and u["choices"]:
-                report["context_peak"] = {**asyncio.run(context_peak(
+                report["context_peak"] = asyncio.run(context_peak(
                     ep.base_url, ep.api_key, ep.model, args.concurrency, u["prompt_tokens"] // u["requests"],
-                    u["completion_tokens"] // u["choices"], args.peak_rounds)),
-                    "prompt_tokens": u["prompt_tokens"] // u["requests"],
-                    "tokens_per_stream": u["completion_tokens"] // u["choices"]}
+                    u["completion_tokens"] // u["choices"], args.peak_rounds))
             if args.ilab:
                 report["ilab"] = run_ilab(ep.base_url, ep.api_key, ep.model, args, work)
     finally:
