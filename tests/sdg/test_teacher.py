@@ -174,38 +174,51 @@ def run_requests(fake, asks, *, capacity, gap=0.02):
     return asyncio.run(main())
 
 
-def test_a_request_waits_for_all_its_slots_while_others_wait_and_the_last_one_takes_the_free_ones():
-    """Splitting costs a prompt per part, so only the last request in the queue goes out on fewer slots."""
-    with FakeOpenAI(on_chat=lambda body: answer_n(body, delay=0.1 * body.get("n", 1))) as fake:
-        results = run_requests(fake, [(4, 100), (3, 200), (3, 300)], capacity=4)
+def test_a_freed_slot_goes_on_with_its_own_request_before_the_next_one_gets_it():
+    """The slot holds the request's prompt: its next choices cost no prompt there, the next request's would."""
+    with FakeOpenAI(on_chat=lambda body: answer_n(body, delay=0.1)) as fake:
+        results = run_requests(fake, [(4, 100), (1, 200)], capacity=2)
         posts = [(p.get("n", 1), p["seed"]) for p in fake.posts()]
-    # when the first request's 4 slots came free, the second took 3 of them whole, with the third behind it
-    # (the two then went out together, so the server may see either first)
-    assert posts[0] == (4, 100) and [n for n, seed in posts if seed == 200] == [3]
-    last = [n for n, seed in posts if seed >= 300]
-    assert sum(last) == 3 and len(last) > 1  # the last one took the one slot left, then the rest
-    assert [len(r.choices) for r in results] == [4, 3, 3]
+    assert posts == [(2, 100), (2, 100 + 2 * SEED_STEP), (1, 200)]
+    assert [len(r.choices) for r in results] == [4, 1]
 
 
-def test_whose_turn_it_is():
-    from unfork.sdg.teacher import _Waiter
+def test_only_the_slot_of_a_streamed_requests_first_choice_goes_on_with_it():
+    """llama.cpp clears the slots of the other choices as they end: going on there would compute the prompt
+    again, so those slots go to the next request."""
+    def reply(body):
+        if body.get("n", 1) == 2:  # the second choice (a child slot) ends long before the first
+            return Reply(choices=[" ".join(["word"] * 40), "short"], chunk_delay=0.01)
+        return answer_n(body)
 
-    teacher = Teacher(OpenAIClient(ClientSettings("http://127.0.0.1:9/v1"), model="m"), "m", capacity=4)
+    async def main():
+        client = OpenAIClient(ClientSettings(fake.url, max_concurrency=2), model="m")
+        teacher = Teacher(client, "m")
+        try:  # the second request is queued behind the first from the start
+            return await asyncio.gather(teacher.chat(MSGS, n=3, seed=100, max_tokens=64),
+                                        teacher.chat(MSGS, seed=200, max_tokens=8))
+        finally:
+            await client.aclose()
 
-    def turns(free, *needs, passed=0):
-        teacher._free = free
-        teacher._queue.clear()
-        teacher._queue.extend(_Waiter(n) for n in needs)
-        teacher._queue[0].passed = passed
-        return [teacher._turn(w) for w in teacher._queue]
+    with FakeOpenAI(on_chat=reply, http11=True) as fake:
+        wide, narrow = asyncio.run(main())
+        posts = [(p.get("n", 1), p["seed"]) for p in fake.posts()]
+    assert posts == [(2, 100), (1, 200), (1, 100 + 2 * SEED_STEP)]
+    assert len(wide.choices) == 3 and narrow.text == "seed 200 choice 0"
 
-    assert turns(1, 3) == [True]  # alone: the free slots would idle
-    assert turns(0, 3) == [False]
-    assert turns(1, 3, 3) == [False, False]  # no part on fewer slots while others wait
-    assert turns(3, 3, 3) == [True, False]
-    assert turns(1, 4, 1, 1) == [False, True, False]  # the first that fits passes the head
-    assert turns(1, 4, 2, 1) == [False, False, True]
-    assert turns(1, 4, 1, passed=4) == [False, False]  # the head was passed as often as there are slots
+
+def test_a_queued_request_takes_the_slots_it_finds_and_with_none_queued_free_slots_take_its_other_choices():
+    def reply(body):  # the second request's parts are slow, the first is quick
+        return answer_n(body, delay=0.1 if body["seed"] == 100 else 0.5)
+
+    with FakeOpenAI(on_chat=reply) as fake:
+        results = run_requests(fake, [(3, 100), (4, 200)], capacity=4)
+        posts = [(p.get("n", 1), p["seed"]) for p in fake.posts()]
+    # the second did not wait for 4 free slots; when the first ended, its 3 slots took the second's other
+    # choices (their prompt computed again) rather than idle
+    assert posts == [(3, 100), (1, 200), (3, 200 + SEED_STEP)]
+    assert [text for text, _ in results[1].choices] == [
+        "seed 200 choice 0", *(f"seed {200 + SEED_STEP} choice {i}" for i in range(3))]
 
 
 def test_slots_busy_is_the_share_of_slot_time_held():
@@ -227,3 +240,51 @@ def test_a_server_that_refuses_streamed_replies_gets_whole_requests():
         streamed = [bool(p.get("stream")) for p in fake.posts()]
     assert len(first.choices) == len(second.choices) == 2 and not teacher.stream_choices
     assert streamed.count(True) >= 1 and streamed[-1] is False
+
+
+def test_a_failed_request_raises_and_gives_its_slots_back():
+    bad = {"error": {"code": 400, "message": "the prompt is odd"}}
+
+    def reply(body):
+        return Reply(status=400, body=bad) if body["seed"] == 100 else answer_n(body, delay=0.05)
+
+    async def main():
+        client = OpenAIClient(ClientSettings(fake.url, max_concurrency=2), model="m")
+        teacher = Teacher(client, "m", stream_choices=False)
+        try:
+            failed, fine = await asyncio.gather(teacher.chat(MSGS, n=3, seed=100, max_tokens=8),
+                                                teacher.chat(MSGS, n=3, seed=200, max_tokens=8),
+                                                return_exceptions=True)
+        finally:
+            await client.aclose()
+        return teacher, failed, fine
+
+    with FakeOpenAI(on_chat=reply) as fake:
+        teacher, failed, fine = asyncio.run(main())
+        seeds = [p["seed"] for p in fake.posts()]
+    assert isinstance(failed, APIError) and len(fine.choices) == 3
+    assert seeds.count(100) == 1  # nothing more of the failed request went out
+    assert teacher._free == teacher.capacity and not teacher._started
+
+
+def test_a_cancelled_request_stops_its_parts_and_gives_its_slots_back():
+    async def main():
+        client = OpenAIClient(ClientSettings(fake.url, max_concurrency=2), model="m")
+        teacher = Teacher(client, "m", stream_choices=False)
+        try:
+            slow = asyncio.create_task(teacher.chat(MSGS, n=4, seed=100, max_tokens=8))
+            await asyncio.sleep(0.1)
+            slow.cancel()
+            await asyncio.gather(slow, return_exceptions=True)
+            await asyncio.sleep(0.05)
+            free = teacher._free
+            quick = await teacher.chat(MSGS, n=2, seed=200, max_tokens=8)
+        finally:
+            await client.aclose()
+        return free, teacher, quick
+
+    with FakeOpenAI(on_chat=lambda body: answer_n(body, delay=0.5 if body["seed"] == 100 else 0)) as fake:
+        free, teacher, quick = asyncio.run(main())
+        seeds = [p["seed"] for p in fake.posts()]
+    assert free == 2 and not teacher._started and len(quick.choices) == 2
+    assert seeds.count(100) == 1 and 100 + 2 * SEED_STEP not in seeds

@@ -1,21 +1,22 @@
 """The teacher as the SDG engine sees it: chat requests spread over the servers' slots, and token counts.
 
-A server decodes as many sequences at once as it has slots. A request for
-``n`` choices (the OpenAI API's ``n``) takes ``n`` of them and has its prompt
-computed once for all: on a CPU, where a prompt token costs about a third of
-a generated one, that is what makes wide requests pay. Such requests are
-streamed, so that each slot is counted free the moment its choice ends, as the
-server frees it, rather than when the longest choice does (one reply's choices
-ran from 36 to 480 tokens).
+A server decodes as many sequences at once as it has slots, and on a CPU it
+delivers the most tokens per second only with every slot busy (here, 7 busy
+slots of 8 gave 11% fewer than 8). A request for ``n`` choices (the OpenAI
+API's ``n``) takes ``n`` slots and has its prompt computed once for all, and
+the slot of its first choice keeps the prompt when the choice ends (llama.cpp
+clears the others'): a later request with the same prompt lands there and
+computes almost none of it again (1 token of 458).
 
-Requests queue in order and go out once all their slots are free; one that
-fits in the free slots may pass a head that waits for more. Splitting a
-request over the slots free at the moment would cost another prompt per part
-(the server shares a prompt only among the choices of one request), so only
-the last request waiting does so, at the end of a run, where the slots would
-otherwise idle: a request for 4 choices with 2 slots free then goes out as one
-for 2 choices now and one for 2 more later, each part with its own seed. The
-caller gets one reply with all its choices.
+So a request's choices need not run at once. It goes out, in order, on the
+slots free at the moment (``n`` = as many as it wants, up to those); the slot
+that holds its prompt goes on with its next choices as each ends (replies are
+streamed, so each choice is known the moment it ends), and every other slot
+it frees goes to the next request. No slot waits while a request is queued,
+and each prompt is computed about once. When none is queued (the end of a
+run), a free slot takes a part of the request with the most choices left,
+and computes its prompt again, rather than idling. Each part has its own
+seed; the caller gets one reply with all the choices in order.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import collections
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from unfork.sdg.steps import estimate_tokens
@@ -51,8 +52,8 @@ class Teacher:
         self._free = self.capacity
         self.occupancy: list[tuple[float, int]] = []  # (time, slots taken) at each change
         self.max_choices: int | None = None  # choices one request may ask for, once a server said
-        self._queue: collections.deque[_Waiter] = collections.deque()
-        self._changed: asyncio.Condition | None = None
+        self._queue: collections.deque[_Job] = collections.deque()  # requests no slot has been given yet
+        self._started: set[_Job] = set()  # requests with choices out or still to send
 
     async def setup(self) -> None:
         if self.context_window is None:
@@ -77,99 +78,115 @@ class Teacher:
         return len(tokens)
 
     async def chat(self, messages: list[dict[str, str]], **kwargs: Any) -> Any:
-        """One reply with ``n`` choices (default 1): one request, or several when the request wants more
-        choices than the servers have slots or than one of them takes in one request."""
-        want = max(1, int(kwargs.pop("n", None) or 1))
-        parts: list[asyncio.Task] = []
-        asked = 0
+        """One reply with ``n`` choices (default 1), sent as one request or in parts (see the module's doc)."""
+        job = _Job(messages, kwargs, max(1, int(kwargs.pop("n", None) or 1)), asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self._dispatch()
         try:
-            while asked < want:
-                got = await self._take(min(want - asked, self.max_choices or want, self.capacity), first=not parts)
-                parts.append(asyncio.create_task(self._send(messages, kwargs, got, asked)))
-                asked += got
-            results = await asyncio.gather(*parts)
+            await job.done
         except BaseException:
-            for part in parts:
-                part.cancel()
+            self._drop(job)
             raise
+        results = [job.results[k] for k in sorted(job.results)]
         return results[0] if len(results) == 1 else merge_replies(results)
 
-    async def _take(self, need: int, *, first: bool) -> int:
-        """Wait for this request's turn (:meth:`_turn`) and take its slots: all ``need``, or, for the last
-        request in the queue, the free ones. A request with parts out keeps its place at the head."""
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        me = _Waiter(need)
-        if first:
-            self._queue.append(me)
-        else:
-            self._queue.appendleft(me)
-        async with self._changed:
-            try:
-                await self._changed.wait_for(lambda: self._turn(me))
-                passing = self._queue[0] is not me
-            finally:
-                self._queue.remove(me)
-            if passing:
-                self._queue[0].passed += 1
-            got = min(need, self._free)
-            self._free -= got
-            self.occupancy.append((time.monotonic(), self.capacity - self._free))
-            self._changed.notify_all()  # the next in line may take what is left
-        return got
+    def _dispatch(self) -> None:
+        """Give the free slots to the queued requests in order, each as many as it wants of them; with none
+        queued, to the started request with the most choices left."""
+        while self._free > 0:
+            if self._queue:
+                job = self._queue.popleft()
+            else:
+                waiting = [j for j in self._started if j.left > 0]
+                if not waiting:
+                    return
+                job = max(waiting, key=lambda j: j.left)
+            slots = min(job.left, self._free)
+            self._free -= slots
+            self._note()
+            self._start(job, slots)
 
-    def _turn(self, me: _Waiter) -> bool:
-        """Requests go in order once all their slots are free: a part sent on fewer slots would have its prompt
-        computed again (with a split whenever a slot freed, utilization fell to 54%). Only the last
-        request waiting takes the slots that are free, since they would idle otherwise. While the head
-        waits for more slots, a later request that fits in the free ones may go first, up to ``capacity``
-        times."""
-        head = self._queue[0]
-        if head is me and len(self._queue) == 1:
-            return self._free > 0
-        if me.need > self._free:
-            return False
-        if head is me:
-            return True
-        if head.passed >= self.capacity:
-            return False
-        return next(w for w in self._queue if w.need <= self._free) is me  # the first that fits
+    def _start(self, job: _Job, slots: int) -> None:
+        """Send ``job``'s next ``slots`` choices as one part, on slots already counted as taken."""
+        self._started.add(job)
+        job.left, offset = job.left - slots, job.asked
+        job.asked += slots
+        job.running += 1
+        task = asyncio.create_task(self._send(job, slots, offset))
+        job.parts.add(task)
+        task.add_done_callback(lambda t: self._part_done(job, offset, t))
 
-    async def _send(self, messages: list[dict[str, str]], kwargs: dict[str, Any], slots: int, asked: int) -> Any:
-        """The request's choices ``asked`` to ``asked + slots`` on ``slots`` slots: one request, or several
+    def _part_done(self, job: _Job, offset: int, task: asyncio.Task) -> None:
+        job.parts.discard(task)
+        job.running -= 1
+        if job.done.done():
+            return
+        if task.cancelled() or task.exception() is not None:
+            job.done.set_exception(task.exception() if not task.cancelled() else asyncio.CancelledError())
+            self._drop(job)
+            return
+        job.results[offset] = task.result()
+        if job.left == 0 and job.running == 0:
+            self._started.discard(job)
+            job.done.set_result(None)
+
+    def _drop(self, job: _Job) -> None:
+        """A request that failed or was cancelled: nothing more of it goes out, its parts stop."""
+        job.left = 0
+        self._started.discard(job)
+        if job in self._queue:
+            self._queue.remove(job)
+        for part in list(job.parts):
+            part.cancel()
+
+    def _freed(self, job: _Job, slots: int, *, holds_prompt: bool = True) -> None:
+        """``slots`` of ``job``'s slots are free. Those that hold its prompt go on with its next choices, the
+        rest go to the others."""
+        more = min(slots, job.left) if holds_prompt and not job.done.done() else 0
+        if more:
+            self._start(job, more)
+        if slots > more:
+            self._free += slots - more
+            self._note()
+            self._dispatch()
+
+    def _note(self) -> None:
+        self.occupancy.append((time.monotonic(), self.capacity - self._free))
+
+    async def _send(self, job: _Job, slots: int, offset: int) -> Any:
+        """``job``'s choices ``offset`` to ``offset + slots`` on ``slots`` slots: one request, or several
         when the server refuses as many choices in one (llama.cpp: at most its slots). Each slot is given
-        back as its choice ends, when the reply is streamed, else when all have."""
+        back as its choice ends, when the reply is streamed, else when all have (then the first choice's
+        slot among them holds the prompt, and a next part with the others' shares it)."""
         from unfork.client import APIError
 
         held = slots
 
-        async def release(_index: int = 0) -> None:
+        async def release(index: int = 0) -> None:
             nonlocal held
             if held > 0:
                 held -= 1
-                await self._give(1)
+                # llama.cpp keeps a request's prompt in the slot of its first choice only: it clears the slots
+                # of the others (children, copied from the first) as they end
+                self._freed(job, 1, holds_prompt=index == 0)
 
         try:
-            try:
-                return await self._request(messages, part_params(kwargs, slots, asked), release)
-            except APIError as exc:
-                limit = choices_limit(exc)
-                if limit is None or slots <= limit:
-                    raise
-            self.max_choices = limit
-            results = await asyncio.gather(*(
-                self._request(messages, part_params(kwargs, min(limit, slots - i), asked + i), release)
-                for i in range(0, slots, limit)))
-            return merge_replies(results)
+            while True:
+                limit = min(self.max_choices or slots, slots)
+                try:
+                    results = await asyncio.gather(*(
+                        self._request(job.messages, part_params(job.kwargs, min(limit, slots - i), offset + i),
+                                      release)
+                        for i in range(0, slots, limit)))
+                    return results[0] if len(results) == 1 else merge_replies(results)
+                except APIError as exc:
+                    said = choices_limit(exc)
+                    if said is None or said >= limit:
+                        raise
+                    self.max_choices = said
         finally:
-            await self._give(held)
-
-    async def _give(self, slots: int) -> None:
-        assert self._changed is not None
-        async with self._changed:
-            self._free += slots
-            self.occupancy.append((time.monotonic(), self.capacity - self._free))
-            self._changed.notify_all()
+            if held:
+                self._freed(job, held)
 
     async def _request(self, messages: list[dict[str, str]], params: dict[str, Any],
                        release: Callable[[int], Awaitable[None]]) -> Any:
@@ -205,10 +222,17 @@ class Teacher:
         return total
 
 
-@dataclass
-class _Waiter:
-    need: int  # slots
-    passed: int = 0  # times a later request went first
+@dataclass(eq=False)
+class _Job:
+    """One ``chat`` call: its choices out, those still to send, and the replies of its parts."""
+    messages: list[dict[str, str]]
+    kwargs: dict[str, Any]
+    left: int  # choices not sent yet
+    done: asyncio.Future
+    asked: int = 0  # choices sent: the next part's first choice (its seed's offset)
+    running: int = 0  # parts out
+    parts: set[asyncio.Task] = field(default_factory=set)
+    results: dict[int, Any] = field(default_factory=dict)  # by the part's first choice
 
 
 def slots_busy(occupancy: list[tuple[float, int]], capacity: int, start: float, end: float) -> float:
