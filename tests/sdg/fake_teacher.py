@@ -63,7 +63,7 @@ def script(body: dict[str, Any]) -> str:
         tag = name.group(1) if name else "x"
         return f"1. Extract the details of the {tag} fair as JSON.\n2. Give the {tag} fair's date and price as JSON."
     if "new pairs about facts stated in the passage" in prompt:
-        passage = re.split(r"\n\n(?:You write question|Write \d+ new pairs)", prompt.split("Passage:", 1)[1])[0]
+        passage = prompt.split("Passage:", 1)[1].split("\n\nYou write question", 1)[0]
         sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", passage) if len(s.split()) > 5]
         out = []
         for i in range(n):
