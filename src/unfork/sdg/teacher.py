@@ -25,7 +25,7 @@ import asyncio
 import collections
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,22 +111,21 @@ class Teacher:
         self._started.add(job)
         job.left, offset = job.left - slots, job.asked
         job.asked += slots
-        job.running += 1
         task = asyncio.create_task(self._send(job, slots, offset))
         job.parts.add(task)
         task.add_done_callback(lambda t: self._part_done(job, offset, t))
 
     def _part_done(self, job: _Job, offset: int, task: asyncio.Task) -> None:
         job.parts.discard(task)
-        job.running -= 1
         if job.done.done():
             return
-        if task.cancelled() or task.exception() is not None:
-            job.done.set_exception(task.exception() if not task.cancelled() else asyncio.CancelledError())
+        failed = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if failed is not None:
+            job.done.set_exception(failed)
             self._drop(job)
             return
         job.results[offset] = task.result()
-        if job.left == 0 and job.running == 0:
+        if job.left == 0 and not job.parts:
             self._started.discard(job)
             job.done.set_result(None)
 
@@ -162,7 +161,7 @@ class Teacher:
 
         held = slots
 
-        async def release(index: int = 0) -> None:
+        def release(index: int = 0) -> None:
             nonlocal held
             if held > 0:
                 held -= 1
@@ -189,7 +188,7 @@ class Teacher:
                 self._freed(job, held)
 
     async def _request(self, messages: list[dict[str, str]], params: dict[str, Any],
-                       release: Callable[[int], Awaitable[None]]) -> Any:
+                       release: Callable[[int], None]) -> Any:
         start = time.monotonic()
         result = None
         if self.stream_choices and params.get("n", 1) > 1:
@@ -230,8 +229,7 @@ class _Job:
     left: int  # choices not sent yet
     done: asyncio.Future
     asked: int = 0  # choices sent: the next part's first choice (its seed's offset)
-    running: int = 0  # parts out
-    parts: set[asyncio.Task] = field(default_factory=set)
+    parts: set[asyncio.Task] = field(default_factory=set)  # out now
     results: dict[int, Any] = field(default_factory=dict)  # by the part's first choice
 
 

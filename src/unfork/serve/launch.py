@@ -87,9 +87,9 @@ def running_server(model: str | None = None, *, backend: str = "auto", parallel:
     host = "127.0.0.1"
     with sigterm_as_exit():
         proc = None
+        slots = parallel or cfg.serve.parallel
         for attempt in range(3):
             port = free_port(host)
-            slots = parallel or cfg.serve.parallel
             spec = backends.build_spec(chosen, ref, host=host, port=port, api_key=key, parallel=slots,
                                        ctx_size=slots * slot_ctx if slot_ctx else ctx_size or cfg.serve.ctx_size,
                                        shared_context=not slot_ctx)
