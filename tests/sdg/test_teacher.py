@@ -14,6 +14,11 @@ from unfork.sdg.teacher import SEED_STEP, Teacher, choices_limit, computed_promp
 MSGS = [{"role": "user", "content": "Write haikus."}]
 
 
+def msgs(i):
+    """A prompt of its own: requests with the same prompt are scheduled to meet the slot that holds it."""
+    return [{"role": "user", "content": f"Write haikus, {i}."}]
+
+
 def answer_n(body, **kw):
     """As a server does: ``n`` choices, each naming the request's seed and its own index."""
     n = body.get("n", 1)
@@ -25,7 +30,7 @@ def ask(fake, n, *, capacity=None, max_concurrency=8, requests=1, stream=True):
         client = OpenAIClient(ClientSettings(fake.url, max_concurrency=max_concurrency), model="m")
         teacher = Teacher(client, "m", capacity=capacity, stream_choices=stream)
         try:
-            results = await asyncio.gather(*(teacher.chat(MSGS, n=n, seed=100 * (r + 1), max_tokens=16)
+            results = await asyncio.gather(*(teacher.chat(msgs(r), n=n, seed=100 * (r + 1), max_tokens=16)
                                              for r in range(requests)))
         finally:
             await client.aclose()
@@ -166,7 +171,7 @@ def run_requests(fake, asks, *, capacity, gap=0.02):
         tasks = []
         try:
             for n, seed in asks:
-                tasks.append(asyncio.create_task(teacher.chat(MSGS, n=n, seed=seed, max_tokens=16)))
+                tasks.append(asyncio.create_task(teacher.chat(msgs(seed), n=n, seed=seed, max_tokens=16)))
                 await asyncio.sleep(gap)
             return await asyncio.gather(*tasks)
         finally:
@@ -196,7 +201,7 @@ def test_only_the_slot_of_a_streamed_requests_first_choice_goes_on_with_it():
         teacher = Teacher(client, "m")
         try:  # the second request is queued behind the first from the start
             return await asyncio.gather(teacher.chat(MSGS, n=3, seed=100, max_tokens=64),
-                                        teacher.chat(MSGS, seed=200, max_tokens=8))
+                                        teacher.chat(msgs(2), seed=200, max_tokens=8))
         finally:
             await client.aclose()
 
@@ -288,3 +293,53 @@ def test_a_cancelled_request_stops_its_parts_and_gives_its_slots_back():
         seeds = [p["seed"] for p in fake.posts()]
     assert free == 2 and not teacher._started and len(quick.choices) == 2
     assert seeds.count(100) == 1 and 100 + 2 * SEED_STEP not in seeds
+
+
+def prompts_in_order(asks, *, capacity, slow):
+    """``asks``: prompts (or (prompt, choices)) sent in this order, all at once, to a teacher with ``capacity``
+    slots; those in ``slow`` take long. Returns the server's requests as (prompt, choices), in the order it
+    got them, and when each was sent (seconds from the first)."""
+    def reply(body):
+        content = body["messages"][0]["content"]
+        return answer_n(body, delay=0.4 if content in slow else 0.05)
+
+    async def main():
+        client = OpenAIClient(ClientSettings(fake.url, max_concurrency=capacity), model="m")
+        teacher = Teacher(client, "m", capacity=capacity, stream_choices=False)
+        try:
+            tasks = []
+            for i, ask in enumerate(asks):  # in this order: the queue's
+                prompt, n = (ask, 1) if isinstance(ask, str) else ask
+                tasks.append(asyncio.create_task(teacher.chat([{"role": "user", "content": prompt}], n=n, seed=i)))
+                await asyncio.sleep(0)
+            await asyncio.gather(*tasks)
+        finally:
+            await client.aclose()
+        return teacher
+
+    with FakeOpenAI(on_chat=reply) as fake:
+        teacher = asyncio.run(main())
+        order = [(p["messages"][0]["content"], p.get("n", 1)) for p in fake.posts()]
+    assert not teacher._held and teacher._free == capacity  # every hold given back
+    starts = sorted(b[0] for b in teacher.busy)
+    # the first requests race to the server: their order there is not the queue's
+    return sorted(order[:capacity]) + order[capacity:], [t - starts[0] for t in starts]
+
+
+def test_a_slot_with_no_prompt_of_use_takes_a_request_whose_prompt_no_busy_slot_holds():
+    """The second P waits for the slot busy with P, where its prompt costs nothing; Q's slot takes R, which
+    has to be computed anyway."""
+    order, _ = prompts_in_order(["P", "Q", "P", "R"], capacity=2, slow={"P"})
+    assert order == [("P", 1), ("Q", 1), ("R", 1), ("P", 1)]
+
+
+def test_the_slot_of_a_finished_request_takes_a_queued_request_with_its_prompt_first():
+    order, _ = prompts_in_order(["P", "Q", "R", "P"], capacity=2, slow={"Q"})
+    assert order == [("P", 1), ("Q", 1), ("P", 1), ("R", 1)]
+
+
+def test_with_every_queued_prompt_held_a_free_slot_takes_the_first_rather_than_wait():
+    order, starts = prompts_in_order(["P", "Q", ("P", 2)], capacity=2, slow={"P"})
+    # Q's slot took one choice (its prompt computed again) when Q ended; the other went on there after it
+    assert order == [("P", 1), ("Q", 1), ("P", 1), ("P", 1)]
+    assert starts[2] < 0.3  # when Q ended (0.05 s), not the first P (0.4 s)
