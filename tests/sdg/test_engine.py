@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import textwrap
+import time
 
 import pytest
 
@@ -232,3 +234,69 @@ def test_choices_become_samples_from_one_request_and_a_rerun_replays_them(leaf, 
     assert len({tuple(s["row"]["_trace"]) for s in res.accepted}) == 1 and res.units == 1  # one request
     assert [r["reason"] for r in res.rejected] == ["unparseable: record without answer"]
     assert again.reused and [s["row"]["question"] for s in again.accepted] == questions
+
+
+def test_with_slots_to_spare_a_leaf_starts_its_next_unit_before_the_running_one_falls_short(leaf, tmp_path):
+    """A unit yields 4 samples (one pair per choice) of the 8 wanted; the flow expects 16. Its short choices
+    end long before its long one: with those slots idle and nothing queued, the leaf starts the unit it
+    will need then, not when the first unit ends and turns out short."""
+    first_post: dict[int, float] = {}
+    ended: dict[int, float] = {}
+
+    def reply(body):
+        seed = body["seed"]
+        first_post.setdefault(seed, time.monotonic())
+        pairs = [f"Request: Write a haiku about thing {seed} {i}.\nResponse: Slow lines about thing {seed} {i}."
+                 for i in range(body.get("n", 1))]
+        pairs[0] += " and" * 60  # the first choice is long: its slot ends last
+        return Reply(choices=pairs, chunk_delay=0.005)
+
+    async def main():
+        client = OpenAIClient(ClientSettings(fake.url, max_concurrency=8), model=None)
+        teacher = Teacher(client, "fake-model")
+
+        def progress(result, target, finished):
+            ended.setdefault(result.units, time.monotonic())
+        try:
+            return await generate([leaf], load_pipeline("simple"), teacher, target=8, concurrency=8, seed=7,
+                                  cache_root=tmp_path / "cache", progress=progress)
+        finally:
+            await client.aclose()
+
+    with FakeOpenAI(on_chat=reply, http11=True) as fake:
+        (res,) = asyncio.run(main())
+    assert res.units == 2 and len(res.accepted) == 8
+    first, second = sorted(first_post.values())
+    assert second < ended[1]  # the second unit was asked for before the first one ended
+
+
+def test_leaves_take_turns_starting_units(leaf, tmp_path):
+    """Each of a leaf's units asks the teacher the same prompt. Had the first leaf taken both units the
+    engine runs at once, the teacher's queue would hold that prompt alone, and the free slots would wait for
+    the slots that hold it rather than take the other leaf's."""
+    folder = tmp_path / "taxonomy" / "compositional_skills" / "writing" / "limericks"
+    folder.mkdir(parents=True)
+    (folder / "qna.yaml").write_text(QNA.replace("Write a haiku about the subject given.",
+                                                 "Write a limerick about the subject given."))
+    other = read_leaf(folder / "qna.yaml", tmp_path / "taxonomy")
+    kinds = []
+
+    def reply(body):
+        kinds.append("limerick" if "limerick" in body["messages"][-1]["content"] else "haiku")
+        subjects = [hashlib.sha256(f"{body['seed']} {i}".encode()).hexdigest()[:8] for i in range(body.get("n", 1))]
+        return Reply(choices=[f"Request: Write about {s} today.\nResponse: Lines about {s}." for s in subjects],
+                     delay=0.02)
+
+    async def main():
+        client = OpenAIClient(ClientSettings(fake.url, max_concurrency=8), model=None)
+        teacher = Teacher(client, "fake-model")
+        try:
+            return await generate([leaf, other], load_pipeline("simple"), teacher, target=40, concurrency=8,
+                                  seed=7, cache_root=tmp_path / "cache", units_in_flight=2)
+        finally:
+            await client.aclose()
+
+    with FakeOpenAI(on_chat=reply, http11=True) as fake:
+        results = asyncio.run(main())
+    assert [len(r.accepted) >= 40 for r in results] == [True, True]
+    assert sorted(kinds[:2]) == ["haiku", "limerick"]  # each leaf's first unit took 4 of the 8 slots

@@ -94,12 +94,18 @@ class LeafRun:
     def pending_units(self) -> list[int]:
         return [u for u in range(self.max_units) if u not in self.journal.units]
 
-    def wants_more(self) -> bool:
+    def wants_more(self, margin: bool = False) -> bool:
         """Start another unit? Counts on the running ones yielding what finished ones did (the flow's
-        ``samples_per_unit`` until two have finished); a unit that falls short is followed by another."""
+        ``samples_per_unit`` until two have finished); a unit that falls short is followed by another.
+
+        With ``margin`` (the teacher has nothing queued, so another unit delays no other work), as if one
+        of the running units will yield nothing: units yield unevenly, and a leaf whose last units fall
+        short otherwise learns it only when they end, then runs one more unit alone at the end of the run
+        (one run: 23 of its 520 s, with at most 4 of the 8 slots busy)."""
         units = self.result.units
         per_unit = self.accepted / units if units >= 2 else self.flow.samples_per_unit
-        return self.accepted + self.in_flight * per_unit < self.target
+        counted = max(0, self.in_flight - 1) if margin else self.in_flight
+        return self.accepted + counted * per_unit < self.target
 
     def prepare(self, columns: dict[str, Any]) -> None:
         for step in self.steps:
@@ -203,9 +209,13 @@ async def generate(leaves: list[Leaf], pipeline: Pipeline, teacher: Teacher, *, 
     """Generate up to ``target`` accepted samples per leaf (``knowledge_target`` for knowledge leaves, when
     given); return each leaf's result.
 
-    ``units_in_flight`` (default: the teacher's slots over all its endpoints,
-    at least ``concurrency``, plus 2) bounds the units running at once over all
-    leaves; the teacher bounds the sequences decoded at once.
+    ``units_in_flight`` (default: twice the teacher's slots over all its
+    endpoints, at least ``concurrency``, plus 2) bounds the units running at
+    once over all leaves; the teacher bounds the sequences decoded at once.
+    Twice: with as many units as slots, one skill leaf took them all at the
+    start (its units ask the same prompt, which a slot busy with it holds) and
+    the knowledge leaf got its first unit 125 s into a 560 s run; freed slots
+    then had only held prompts to take, and computed them again (2,070 tokens).
     """
     await teacher.setup()
     runs = []
@@ -220,7 +230,7 @@ async def generate(leaves: list[Leaf], pipeline: Pipeline, teacher: Teacher, *, 
              "pipeline_hash": pipeline.hash, **settings}, indent=2) + "\n")
         run.load()
         runs.append(run)
-    slots = asyncio.Semaphore(units_in_flight or max(1, concurrency, teacher.capacity) + 2)
+    slots = asyncio.Semaphore(units_in_flight or 2 * max(1, concurrency, teacher.capacity) + 2)
     try:
         await asyncio.gather(*(_run_leaf(run, slots, documents, progress) for run in runs))
     finally:
@@ -266,19 +276,27 @@ async def _run_leaf(run: LeafRun, slots: asyncio.Semaphore, documents: Callable[
             progress(result, run.target, False)
 
     queue = collections.deque(pending)
+    margin = False  # the teacher has room: a slot ended with no request waiting
     try:
         while queue:
             await slots.acquire()
-            if not run.wants_more():
+            if not run.wants_more(margin=margin and not run.teacher.queued):
                 slots.release()
                 if not tasks:
                     break  # the target is reached
-                await asyncio.wait(set(tasks), return_when=asyncio.FIRST_COMPLETED)
-                continue  # a unit finished: maybe it fell short and more are needed
+                # until a unit finishes (maybe it fell short and more are needed) or the teacher has room
+                spare = asyncio.ensure_future(run.teacher.wait_spare())
+                try:
+                    await asyncio.wait({*tasks, spare}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    spare.cancel()
+                margin = spare.done() and not spare.cancelled()
+                continue
             run.in_flight += 1
             task = asyncio.create_task(one(queue.popleft()))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+            await asyncio.sleep(0)  # the other leaves' turn: the teacher's queue gets their prompts in between
         if tasks:
             await asyncio.gather(*tasks)
     finally:
