@@ -300,3 +300,20 @@ def test_leaves_take_turns_starting_units(leaf, tmp_path):
         results = asyncio.run(main())
     assert [len(r.accepted) >= 40 for r in results] == [True, True]
     assert sorted(kinds[:2]) == ["haiku", "limerick"]  # each leaf's first unit took 4 of the 8 slots
+
+
+def test_with_slots_to_spare_a_leaf_counts_on_its_running_units_yielding_as_little_as_its_worst(leaf, tmp_path):
+    from unfork.sdg.engine import LeafRun
+
+    run = LeafRun(leaf, load_pipeline("simple"), None, tmp_path, target=60, seed=7, key="k")
+    assert run.wants_more() and run.wants_more(margin=True)
+    run.in_flight = 4  # 4 × 16 (the flow's guess) ≥ 60; with room, as if one of them yields nothing
+    assert not run.wants_more() and run.wants_more(margin=True)
+    for unit, accepted in enumerate([20, 4]):
+        run.finish_unit(unit, [{"status": "accepted", "row": {"n": i}} for i in range(accepted)],
+                        [{"status": "rejected", "row": {}, "step": "s", "reason": "r"}])
+    run.in_flight = 3  # 24 accepted; 3 × 12 (their mean) ≥ 36 to go; 3 × 4 (the worst) is not
+    assert not run.wants_more() and run.wants_more(margin=True)
+    run.in_flight = 9
+    assert not run.wants_more(margin=True)
+    run.close()

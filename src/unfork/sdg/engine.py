@@ -95,17 +95,22 @@ class LeafRun:
         return [u for u in range(self.max_units) if u not in self.journal.units]
 
     def wants_more(self, margin: bool = False) -> bool:
-        """Start another unit? Counts on the running ones yielding what finished ones did (the flow's
-        ``samples_per_unit`` until two have finished); a unit that falls short is followed by another.
+        """Start another unit? Counts on the running ones yielding what finished ones did on average (the
+        flow's ``samples_per_unit`` until two have finished); a unit that falls short is followed by another.
 
-        With ``margin`` (the teacher has nothing queued, so another unit delays no other work), as if one
-        of the running units will yield nothing: units yield unevenly, and a leaf whose last units fall
-        short otherwise learns it only when they end, then runs one more unit alone at the end of the run
-        (one run: 23 of its 520 s, with at most 4 of the 8 slots busy)."""
+        With ``margin`` (the teacher has nothing queued, so another unit delays no other work), counts on
+        them yielding as little as the worst finished one (before two have finished: on one of them
+        yielding nothing). Units yield unevenly (the grounded example: 4 to 10), and a leaf whose last units
+        fall short otherwise learns it only when they end, then runs one more unit almost alone at the end
+        of the run (two runs: 23 s of 520 and 48 s of 527, with at most 4 or 6 of the 8 slots busy)."""
         units = self.result.units
         per_unit = self.accepted / units if units >= 2 else self.flow.samples_per_unit
-        counted = max(0, self.in_flight - 1) if margin else self.in_flight
-        return self.accepted + counted * per_unit < self.target
+        counted = self.in_flight * per_unit
+        if margin:
+            counted = (self.in_flight * min(sum(r["status"] == "accepted" for r in records)
+                                            for records in self.journal.units.values())
+                       if units >= 2 else max(0, self.in_flight - 1) * per_unit)
+        return self.accepted + counted < self.target
 
     def prepare(self, columns: dict[str, Any]) -> None:
         for step in self.steps:
