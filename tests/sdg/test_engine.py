@@ -272,8 +272,8 @@ def test_with_slots_to_spare_a_leaf_starts_its_next_unit_before_the_running_one_
 
 def test_leaves_take_turns_starting_units(leaf, tmp_path):
     """Each of a leaf's units asks the teacher the same prompt. Had the first leaf taken both units the
-    engine runs at once, the teacher's queue would hold that prompt alone, and the free slots would wait for
-    the slots that hold it rather than take the other leaf's."""
+    engine runs at once, the teacher's queue would hold that prompt alone, and the free slots would compute
+    it again rather than take the other leaf's."""
     folder = tmp_path / "taxonomy" / "compositional_skills" / "writing" / "limericks"
     folder.mkdir(parents=True)
     (folder / "qna.yaml").write_text(QNA.replace("Write a haiku about the subject given.",

@@ -105,11 +105,13 @@ class LeafRun:
         of the run (two runs: 23 s of 520 and 48 s of 527, with at most 4 or 6 of the 8 slots busy)."""
         units = self.result.units
         per_unit = self.accepted / units if units >= 2 else self.flow.samples_per_unit
-        counted = self.in_flight * per_unit
-        if margin:
-            counted = (self.in_flight * min(sum(r["status"] == "accepted" for r in records)
-                                            for records in self.journal.units.values())
-                       if units >= 2 else max(0, self.in_flight - 1) * per_unit)
+        if not margin:
+            counted = self.in_flight * per_unit
+        elif units >= 2:
+            worst = min(sum(r["status"] == "accepted" for r in records) for records in self.journal.units.values())
+            counted = self.in_flight * worst
+        else:
+            counted = max(0, self.in_flight - 1) * per_unit
         return self.accepted + counted < self.target
 
     def prepare(self, columns: dict[str, Any]) -> None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import json
 import re
 import time
@@ -301,7 +300,8 @@ def slots_busy(occupancy: list[tuple[float, int]], capacity: int, start: float, 
 
 
 def prompt_key(messages: list[dict[str, str]]) -> str:
-    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+    """The prompt as one string: equal for equal prompts (a dict key; Python hashes it once)."""
+    return json.dumps(messages, sort_keys=True, ensure_ascii=False)
 
 
 def part_params(kwargs: dict[str, Any], size: int, asked: int) -> dict[str, Any]:
