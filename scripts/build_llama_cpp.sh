@@ -21,9 +21,20 @@ if [[ -z "$PYTHON" ]]; then
     if [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then PYTHON="$REPO_ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
 
+# ggml's AMX kernels crash llama-server on CPUs that have AMX (Sapphire Rapids and later): a segfault in
+# ggml_backend_amx_mul_mat at the first decode, for every model tried here (upstream llama.cpp#20824, closed
+# unfixed). GGML_NATIVE would compile them in wherever the build machine has AMX, so they are switched off;
+# the AVX-512 kernels do the work instead. "+no-amx" in the stamp rebuilds an older build once.
+CC_FOR_CHECK="${CC:-cc}"
+NO_AMX=""
+if [[ "$(uname -m)" == "x86_64" ]] && echo | "$CC_FOR_CHECK" -mno-amx-tile -mno-amx-int8 -mno-amx-bf16 -E - >/dev/null 2>&1; then
+    NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+fi
+BUILD_ID="$VERSION+no-amx"
+
 STAMP="$DEST/VERSION"
 BIN="$DEST/bin"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$VERSION" && -x "$BIN/llama-server" && -x "$BIN/llama-quantize" ]]; then
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$BUILD_ID" && -x "$BIN/llama-server" && -x "$BIN/llama-quantize" ]]; then
     echo "llama.cpp (from llama-cpp-python $VERSION) is already built:"
     echo "  llama-server:   $BIN/llama-server"
     echo "  llama-quantize: $BIN/llama-quantize"
@@ -59,7 +70,9 @@ cmake -S "$DEST/src" -B "$DEST/build" \
     -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_SERVER=ON \
     -DLLAMA_BUILD_TOOLS=ON \
-    -DGGML_NATIVE="${GGML_NATIVE:-ON}" >"$DEST/cmake-configure.log" 2>&1 \
+    -DGGML_NATIVE="${GGML_NATIVE:-ON}" \
+    -DCMAKE_C_FLAGS="${CFLAGS:-} $NO_AMX" \
+    -DCMAKE_CXX_FLAGS="${CXXFLAGS:-} $NO_AMX" >"$DEST/cmake-configure.log" 2>&1 \
     || { tail -n 40 "$DEST/cmake-configure.log" >&2; exit 1; }
 cmake --build "$DEST/build" --config Release -j "$JOBS" --target llama-server llama-quantize \
     >"$DEST/cmake-build.log" 2>&1 \
@@ -71,7 +84,7 @@ for exe in llama-server llama-quantize; do
     [[ -n "$found" ]] || { echo "error: the build did not produce $exe" >&2; exit 1; }
     cp -f "$found" "$BIN/$exe"
 done
-echo "$VERSION" >"$STAMP"
+echo "$BUILD_ID" >"$STAMP"
 
 echo "Built in $(( $(date +%s) - start )) s:"
 echo "  llama-server:   $BIN/llama-server"
