@@ -306,6 +306,13 @@ def test_generated_documents_agree_with_yamllint(text: str):
     assert ours(text) == expected
 
 
+def test_a_leading_byte_order_mark_is_no_space_before_a_comma():
+    # Found by test_any_text_never_raises: yamllint's rule, which we follow, counted the mark as a space and
+    # put the problem at column 0.
+    assert [m.rule for m in lint_text("\ufeff,") if "before" in m.message] == []
+    assert [(m.line, m.column) for m in lint_text("\ufeff ,") if "before comma" in m.message] == [(1, 1)]
+
+
 YAML_CHARS = st.sampled_from(list("-:?[]{},#&*!|>'\"%@` \t\n\r\\") + ["\r\n", "\ufeff", "\x85", "\u2028"])
 
 

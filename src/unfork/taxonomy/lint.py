@@ -294,7 +294,9 @@ def _spaces_before(t: _Tokens, i: int, most: int, rule: str, what: str, hint: st
     end = t.eidx[p]
     # A scalar may end at the start of the next line: then it is not "before".
     if end == 0 or t.buf[end - 1] != "\n":
-        spaces = t.sidx[i] - end
+        # A leading byte order mark lies between the stream's start and its first token: it is no space
+        # (yamllint counts it as one, and reports it at column 0).
+        spaces = t.sidx[i] - end - t.buf.count("\ufeff", end, t.sidx[i])
         if spaces > most:
             line = t.sline[i] + 1
             out.append((line, t.scol[i], rule, f"too many spaces {what}", hint, line))
