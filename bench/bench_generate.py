@@ -252,6 +252,12 @@ def main() -> None:
     ap.add_argument("--peak-tokens", type=int, default=96)
     ap.add_argument("--peak-rounds", type=int, default=4, help="rounds of each peak measurement (their mean counts)")
     ap.add_argument("--prefill-tokens", type=int, default=400, help="prompt length of the prefill peak")
+    # A prefill round (8 prompts of 400 tokens) or a run-length round (8 streams of ~260 tokens after ~460
+    # of prompt) lasts 1-2 minutes and averages over the host's moments itself: four rounds each spread
+    # 56-60 and 20.1-21.1 tok/s here, against 22.0-25.9 for the half-minute decode rounds, and took ~13 of
+    # the bench's minutes.
+    ap.add_argument("--long-rounds", type=int, default=2,
+                    help="rounds of the prefill peak and of the peak at the run's lengths (their mean counts)")
     ap.add_argument("--minutes", type=float, default=0, help="stop generating after this long (0: when done)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--ilab", action="store_true", help="also run InstructLab's ilab data generate --pipeline simple")
@@ -277,7 +283,7 @@ def main() -> None:
 
             report["peak_before"] = measure_peak()
             report["prefill_peak"] = asyncio.run(prefill_peak(ep.base_url, ep.api_key, ep.model, args.concurrency,
-                                                              args.prefill_tokens, args.peak_rounds))
+                                                              args.prefill_tokens, args.long_rounds))
             print(f"peak: {report['peak_before']}; prefill: {report['prefill_peak']}", flush=True)
             report["unfork"] = run_unfork(ep.base_url, ep.api_key, ep.model, args, work)
             report["peak_after"] = measure_peak()
@@ -286,7 +292,7 @@ def main() -> None:
             if u["requests"] and u["choices"]:
                 report["context_peak"] = asyncio.run(context_peak(
                     ep.base_url, ep.api_key, ep.model, args.concurrency, u["prompt_tokens"] // u["requests"],
-                    u["completion_tokens"] // u["choices"], args.peak_rounds))
+                    u["completion_tokens"] // u["choices"], args.long_rounds))
             if args.ilab:
                 report["ilab"] = run_ilab(ep.base_url, ep.api_key, ep.model, args, work)
     finally:
