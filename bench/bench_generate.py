@@ -250,7 +250,7 @@ def main() -> None:
     ap.add_argument("--num-samples", type=int, default=10)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--peak-tokens", type=int, default=96)
-    ap.add_argument("--peak-rounds", type=int, default=4, help="rounds of each peak measurement (their mean counts)")
+    ap.add_argument("--peak-rounds", type=int, default=4, help="rounds of the decode peak, before and again after generating (their mean counts)")
     ap.add_argument("--prefill-tokens", type=int, default=400, help="prompt length of the prefill peak")
     # A prefill round (8 prompts of 400 tokens) or a run-length round (8 streams of ~260 tokens after ~460
     # of prompt) lasts 1-2 minutes and averages over the host's moments itself: four rounds each spread
