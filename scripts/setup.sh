@@ -28,12 +28,27 @@ step "Python environment (.venv)"
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip --disable-pip-version-check --quiet)
 "${PIP[@]}" install --upgrade pip
-# The CPU build of torch, pinned: an unpinned torch pulls a multi-GB CUDA build.
-# On a GPU machine install the torch build for your CUDA first; this line then keeps it.
-.venv/bin/python -c "import torch" 2>/dev/null || "${PIP[@]}" install "torch==2.13.0"
-extras="convert,hf,transformers,pdf"
+# torch: a build already installed (CUDA, ROCm, Metal) is kept. Otherwise, on Linux without an
+# NVIDIA GPU, the CPU build (+cpu) at the tested version (scripts/constraints.txt): from a wheel pip
+# already finds, else from PyTorch's CPU index, since a plain Linux `torch` from PyPI is the
+# multi-GB CUDA build.
+TORCH_VERSION=$(sed -n 's/^torch==//p' scripts/constraints.txt)
+CONSTRAINTS=()  # the tested versions, applied only where this script chose torch
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    CONSTRAINTS=(-c scripts/constraints.txt)
+    if [[ $(uname -s) == Linux ]] && ! command -v nvidia-smi >/dev/null 2>&1; then
+        "${PIP[@]}" install "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+            || "${PIP[@]}" install --timeout 30 "torch==$TORCH_VERSION+cpu" \
+                --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple \
+            || { echo "could not install the CPU build of torch $TORCH_VERSION: install a torch build" \
+                      "for this machine into .venv yourself, then run this script again" >&2; exit 1; }
+    else
+        "${PIP[@]}" install "torch==$TORCH_VERSION"
+    fi
+fi
+extras="convert,hf,transformers,pdf,train"
 [[ $DEV == 1 ]] && extras="dev,$extras"
-"${PIP[@]}" install -e ".[$extras]"
+"${PIP[@]}" install "${CONSTRAINTS[@]}" -e ".[$extras]"
 
 step "llama.cpp server (compiled once, cached in .cache/llama.cpp)"
 bash scripts/build_llama_cpp.sh

@@ -76,6 +76,13 @@ def cli() -> None:
     """
 
 
+def _exit_with(exc) -> None:
+    click.secho(f"Error: {exc.message}", fg="red", err=True)
+    if exc.hint:
+        click.echo(f"  hint: {exc.hint}", err=True)
+    sys.exit(exc.exit_code)
+
+
 def main() -> None:
     from unfork.errors import UserError
 
@@ -90,10 +97,15 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except UserError as exc:
-        click.secho(f"Error: {exc.message}", fg="red", err=True)
-        if exc.hint:
-            click.echo(f"  hint: {exc.hint}", err=True)
-        sys.exit(exc.exit_code)
+        _exit_with(exc)
+    except ModuleNotFoundError as exc:
+        from unfork.extras import missing_extra
+
+        words = [a for a in sys.argv[1:] if not a.startswith("-")][:2]
+        err = missing_extra(exc, f"'unfork {' '.join(words)}'")
+        if err is None:
+            raise
+        _exit_with(err)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
