@@ -42,6 +42,10 @@ def _expand(paths: tuple[str, ...], root: Path) -> tuple[list[Path], list[Path]]
         return all_leaves(root)
     for raw in paths:
         p = Path(raw)
+        if not raw:
+            raise UsageError("an empty path was given", hint="pass the path of a qna.yaml file or a taxonomy folder")
+        if p.is_dir() and p.name.lower() in ("qna.yaml", "qna.yml"):
+            raise UsageError(f"{raw} is a folder, not a qna.yaml file", hint="pass the path of a qna.yaml file")
         if p.is_dir():
             leaves, bad = all_leaves(p)
             files += leaves
@@ -58,7 +62,7 @@ def _expand(paths: tuple[str, ...], root: Path) -> tuple[list[Path], list[Path]]
 def _report(reports, fmt: str, *, quiet: bool = False) -> int:
     from unfork.taxonomy.output import print_reports
 
-    return print_reports(reports, fmt, quiet=quiet, color=sys.stdout.isatty())
+    return print_reports(reports, fmt, quiet=quiet, color=sys.stdout.isatty(), echo=click.echo)
 
 
 @taxonomy.command()
@@ -100,6 +104,7 @@ def diff(taxonomy_path: str | None, taxonomy_base: str | None, fmt: str, quiet: 
     """
     from unfork.config import load_config
     from unfork.taxonomy.diff import taxonomy_diff
+    from unfork.taxonomy.output import visible
     from unfork.taxonomy.validate import validate_file, validate_files
 
     cfg = load_config()
@@ -110,7 +115,8 @@ def diff(taxonomy_path: str | None, taxonomy_base: str | None, fmt: str, quiet: 
         since = f" since {result.merge_base[:12]}" if result.merge_base else ""
         click.echo(f"{len(result.leaves)} new or changed leaves against '{base}'{since}:")
         for leaf in result.leaves:
-            click.echo(f"  {leaf.relative_to(root.resolve()) if leaf.is_relative_to(root.resolve()) else leaf}")
+            shown = leaf.relative_to(root.resolve()) if leaf.is_relative_to(root.resolve()) else leaf
+            click.echo(f"  {visible(str(shown))}")
         click.echo()
     reports = validate_files(result.leaves, root) + [validate_file(p, root) for p in result.misnamed]
     reports.sort(key=lambda r: r.path)

@@ -83,7 +83,8 @@ def all_leaves(taxonomy_path: Path) -> tuple[list[Path], list[Path]]:
         for dirpath, dirnames, filenames in os.walk(top):
             dirnames[:] = [d for d in dirnames if d != ".git"]
             rel_dir = Path(dirpath).relative_to(root).as_posix()
-            found.extend(f"{rel_dir}/{name}" for name in filenames)
+            # A folder named qna.yaml is kept, so that it is reported rather than silently passed over.
+            found.extend(f"{rel_dir}/{name}" for name in filenames + [d for d in dirnames if d == LEAF_NAME])
     return _split(root, found)
 
 

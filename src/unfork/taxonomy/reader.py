@@ -6,13 +6,15 @@ nothing here raises on bad input.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from unfork.taxonomy.messages import Message
 
@@ -35,12 +37,14 @@ def read_text(path: Path, root: Path | None = None) -> tuple[str | None, list[Me
         return None, [Message(line, column, rule, message, hint=hint)]
 
     try:
-        if root is not None and path.is_symlink():
-            target = path.resolve()
-            if not target.is_relative_to(root.resolve()):
-                return fail("read.symlink", f"symbolic link points outside the taxonomy, to {target}",
-                            "replace the link with the file itself")
+        target = _link_out_of(path, root)
+        if target is not None:
+            return fail("read.symlink", f"symbolic link points outside the taxonomy, to {target}",
+                        "replace the link with the file itself")
         size = path.stat().st_size
+        if path.is_dir():
+            return fail("read.not-a-file", "this is a folder, not a file",
+                        "a leaf is a file named qna.yaml; rename the folder or move its files")
         if not path.is_file():
             return fail("read.not-a-file", "not a regular file", "pass the path of a qna.yaml file")
         if size > MAX_BYTES:
@@ -51,11 +55,60 @@ def read_text(path: Path, root: Path | None = None) -> tuple[str | None, list[Me
     except FileNotFoundError:
         return fail("read.missing", "file does not exist", "check the path")
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return fail("read.symlink-loop", "symbolic links loop: following them never reaches a file",
+                        "replace the link with the file itself")
         return fail("read.os", f"cannot read the file: {exc.strerror or exc}", "check its permissions")
     return decode(data)
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _tree(path: Path) -> str:
+    """The taxonomy a file's path names (above its outermost compositional_skills or knowledge folder), else its folder."""
+    parts = Path(os.path.abspath(path)).parts[:-1]
+    for i in range(1, len(parts)):
+        if parts[i] in ("compositional_skills", "knowledge", "foundational_skills"):
+            return str(Path(*parts[:i]))
+    return os.path.dirname(os.path.abspath(path))
+
+
+def _link_out_of(path: Path, root: Path | None) -> str | None:
+    """Where ``path`` really leads when a link takes it out of the taxonomy, else ``None``.
+
+    Only a link decides: a plain file named outside the taxonomy is read, and a
+    link that stays inside keeps working. Raises ``OSError`` (ELOOP) for a loop.
+    """
+    tree = str(root) if root is not None else _tree(path)
+    try:
+        real = os.path.realpath(path, strict=True)
+    except FileNotFoundError:
+        real = os.path.realpath(path)  # a dangling link still says where it points
+    real_tree = os.path.realpath(tree)
+    if _inside(real, real_tree):
+        return None
+    where = os.path.abspath(path)
+    if path.is_symlink() or _inside(where, os.path.abspath(tree)) or _inside(where, real_tree):
+        return real
+    return None
+
+
+def _utf16(data: bytes) -> bool:
+    """A byte order mark, or the NUL in every other byte that UTF-16 gives mostly-ASCII text."""
+    if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return False  # UTF-32: binary enough to say so plainly
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    head = data[:256] if len(data) % 2 == 0 else b""
+    return len(head) >= 2 and (head[0::2].count(0) == len(head) // 2 or head[1::2].count(0) == len(head) // 2)
+
+
 def decode(data: bytes) -> tuple[str | None, list[Message]]:
+    if _utf16(data):
+        return None, [Message(1, 1, "read.encoding", "the file is UTF-16 text; a qna.yaml must be UTF-8",
+                              hint="save the file as UTF-8 (most editors have an 'encoding' menu)")]
     if b"\x00" in data:
         line = data.count(b"\n", 0, data.index(b"\x00")) + 1
         return None, [Message(line, 1, "read.binary", "file contains NUL bytes: it is binary, not YAML",
@@ -100,19 +153,117 @@ def syntax_message(exc: yaml.YAMLError, source: str = "") -> Message:
 
 
 def compose(text: str) -> tuple[Node | None, list[Message]]:
-    """Parse to a node tree that keeps positions. ``None`` for an empty document."""
+    """Parse to a node tree that keeps positions, merge keys resolved. ``None`` for an empty document."""
     try:
         node = yaml.compose(text, Loader=_Loader)
         if "\t" in text and _Loader is not yaml.SafeLoader:
             # libyaml accepts some tabs (after a value, between tokens) that PyYAML's Python
             # scanner, and so InstructLab, rejects; files with tabs are rare, so check them twice.
             yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and ("<<" in text or "merge" in text or "%" in text):  # ways to write a merge key
+            Merger().resolve(node)
         return node, []
     except yaml.YAMLError as exc:
         return None, [syntax_message(exc, text)]
+    except MergeError as exc:
+        line, col = exc.node.start_mark.line + 1, exc.node.start_mark.column + 1
+        return None, [Message(line, col, "yaml.merge", f"a merge key ('<<') needs {exc.args[0]}",
+                              hint="merge a mapping (<<: *anchor) or a list of mappings (<<: [*a, *b])")]
+    except AliasBomb:
+        return None, [_bomb_message()]
     except (RecursionError, MemoryError):
         return None, [Message(1, 1, "yaml.syntax", "the YAML nests too deeply to be read",
                               hint="a qna.yaml needs only a few levels of nesting")]
+
+
+MERGE = "tag:yaml.org,2002:merge"
+
+
+class MergeError(Exception):
+    def __init__(self, what: str, node: Node):
+        super().__init__(what)
+        self.node = node
+
+
+@dataclass
+class Merger:
+    """Resolves ``<<`` merge keys in place, as PyYAML's safe loader (and so InstructLab) does.
+
+    Each mapping is flattened once; a budget on the pairs copied stops a merge
+    bomb before the lists grow. A merged mapping keeps one pair per key, the one
+    PyYAML's dict keeps, so the checks see what InstructLab loads; PyYAML's own
+    list, which later merges copy from, is kept aside.
+    """
+
+    budget: int = MAX_NODES
+    pairs: dict[int, list[tuple[Node, Node]]] = field(default_factory=dict)
+
+    def resolve(self, root: Node) -> None:
+        stack, seen = [root], set()
+        while stack:
+            node = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            # In document order, so an anchor is flattened before its aliases: no deep recursion.
+            if isinstance(node, MappingNode):
+                self.flatten(node)
+                stack.extend(reversed([n for pair in node.value for n in pair]))
+            elif isinstance(node, SequenceNode):
+                stack.extend(reversed(node.value))
+
+    def flatten(self, node: MappingNode) -> list[tuple[Node, Node]]:
+        """PyYAML 6's SafeConstructor.flatten_mapping, step for step: the order decides which value wins."""
+        if id(node) in self.pairs:
+            return self.pairs[id(node)]
+        self.pairs[id(node)] = node.value
+        merge: list[tuple[Node, Node]] = []
+        seen: set[int] = set()  # PyYAML skips a key it has merged already, by identity
+        index, merged = 0, False
+        while index < len(node.value):
+            key, value = node.value[index]
+            if key.tag != MERGE:
+                index += 1
+                continue
+            merged = True
+            del node.value[index]
+            if isinstance(value, SequenceNode):
+                subs = value.value
+                bad = next((sub for sub in subs if not isinstance(sub, MappingNode)), None)
+                if bad is not None:
+                    raise MergeError(f"mappings in its list, not {_kind(bad)}", bad)
+            elif isinstance(value, MappingNode):
+                subs = [value]
+            else:
+                raise MergeError(f"a mapping or a list of mappings, not {_kind(value)}", value)
+            for sub in subs:
+                for pair in self.flatten(sub):
+                    if id(pair[0].value) not in seen:
+                        seen.add(id(pair[0].value))
+                        self.take(merge, pair)
+        if merged:
+            self.pairs[id(node)] = merge + node.value
+            node.value = _last_per_key(self.pairs[id(node)])
+        return self.pairs[id(node)]
+
+    def take(self, merge: list, pair: tuple[Node, Node]) -> None:
+        self.budget -= 1
+        if self.budget < 0:
+            raise AliasBomb
+        merge.append(pair)
+
+
+def _kind(node: Node) -> str:
+    return "a list" if isinstance(node, SequenceNode) else "a mapping" if isinstance(node, MappingNode) else "a scalar"
+
+
+def _last_per_key(pairs: list[tuple[Node, Node]]) -> list[tuple[Node, Node]]:
+    """One pair per key, in a dict's order: where the key first came, with its last value."""
+    out: dict[Any, tuple[Node, Node]] = {}
+    for key, value in pairs:
+        k = _key(key)
+        out[k] = (out[k][0] if k in out else key, value)
+    return list(out.values())
 
 
 class AliasBomb(Exception):
@@ -178,8 +329,38 @@ class Builder:
 
 
 def _key(node: Node) -> Any:
-    value = scalar(node) if isinstance(node, ScalarNode) else repr(node.value)
+    value = scalar(node) if isinstance(node, ScalarNode) else key_text(node)
     return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+
+
+def key_text(node: Node, limit: int = 80) -> str:
+    """A key as one line of flow YAML (``[a, b]``), cut at ``limit`` so aliases cannot make it huge."""
+    out: list[str] = []
+    size = 0
+    stack: list[Node | str] = [node]
+    while stack and size <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            piece = item
+        elif isinstance(item, ScalarNode):
+            plain = item.value and item.value.strip() == item.value and not any(c in item.value for c in ",[]{}:#'\"\n")
+            piece = item.value if plain else json.dumps(item.value, ensure_ascii=False)
+        elif isinstance(item, SequenceNode):
+            parts: list[Node | str] = ["["]
+            for i, child in enumerate(item.value):
+                parts += [", "] * (i > 0) + [child]
+            stack.extend(reversed([*parts, "]"]))
+            continue
+        else:
+            parts = ["{"]
+            for i, (k, v) in enumerate(item.value):
+                parts += [", "] * (i > 0) + [k, ": ", v]
+            stack.extend(reversed([*parts, "}"]))
+            continue
+        out.append(piece)
+        size += len(piece)
+    text = "".join(out)
+    return text if size <= limit and not stack else text[:limit] + "..."
 
 
 def scalar(node: ScalarNode) -> Any:
@@ -210,9 +391,12 @@ def to_python(node: Node | None, builder: Builder | None = None) -> tuple[Any, l
         return None, [Message(1, 1, "yaml.recursive-alias", "an alias refers to the value that contains it",
                               hint="remove the *alias inside its own &anchor")]
     except AliasBomb:
-        return None, [Message(1, 1, "yaml.alias-bomb",
-                              f"aliases expand to more than {MAX_NODES:,} values (an 'alias bomb')",
-                              hint="remove the &anchors and *aliases and write the values out")]
+        return None, [_bomb_message()]
+
+
+def _bomb_message() -> Message:
+    return Message(1, 1, "yaml.alias-bomb", f"aliases expand to more than {MAX_NODES:,} values (an 'alias bomb')",
+                   hint="remove the &anchors and *aliases and write the values out")
 
 
 def leaf_kind_from_path(path: Path) -> str | None:

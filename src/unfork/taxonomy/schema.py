@@ -3,13 +3,16 @@
 The rules are those of InstructLab's schema package (required fields, minimum
 counts, unique examples, unknown keys rejected, non-empty strings, knowledge
 only from version 3), but every message points at the offending node and says
-how to fix it. Checking nodes directly is also what makes this fast.
+how to fix it. Checking nodes directly is also what makes this fast. Two checks
+are unfork's own (rules ``document.commit`` and ``document.repo``): values
+InstructLab's schema accepts but data generation would refuse.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -210,7 +213,7 @@ class Checker:
             return
         present: dict[str, Node] = {}
         for key_node, value_node in node.value:
-            key = str(reader.scalar(key_node)) if isinstance(key_node, ScalarNode) else repr(key_node)
+            key = str(reader.scalar(key_node)) if isinstance(key_node, ScalarNode) else reader.key_text(key_node)
             present[key] = key_node
             sub = spec.props.get(key)
             if sub is None:
@@ -248,7 +251,57 @@ def check_document(root: Node, kind: str, version: int, builder: reader.Builder 
                         yaml_path="version", hint="use 'version: 3'")]
     checker = Checker(builder=builder or reader.Builder())
     checker.check(root, spec, "")
+    if kind == "knowledge":
+        checker.messages += document_source(root)
     return checker.messages
+
+
+# What generation (unfork.documents.fetch) accepts; a test keeps the two in step.
+_SHA = re.compile(r"[0-9a-fA-F]{4,64}")
+# git's names for the file, git, ssh, http and https transports: the only ones generation lets git use.
+GIT_SCHEMES = ("file", "git", "ssh", "git+ssh", "ssh+git", "http", "https")
+
+
+def commit_problem(commit: str) -> str | None:
+    if _SHA.fullmatch(commit.strip()):
+        return None
+    return f"'document.commit' must be a commit SHA (4 to 64 hexadecimal digits), not {commit!r}"
+
+
+def repo_problem(repo: str) -> str | None:
+    if "://" not in repo:
+        return None  # a path (resolved against the taxonomy root) or git@host:path, both allowed
+    scheme = repo.split("://", 1)[0]
+    if scheme in GIT_SCHEMES:
+        return None
+    return (f"'document.repo' uses the transport '{scheme}', which data generation refuses; "
+            f"allowed: {', '.join(GIT_SCHEMES)}")
+
+
+def document_source(root: MappingNode) -> list[Message]:
+    """Errors InstructLab's schema lets through but data generation would stop on, found here first."""
+    doc = _last(root, "document")
+    if not isinstance(doc, MappingNode):
+        return []
+    out = []
+    for name, problem, hint in (
+            ("commit", commit_problem, "pin the exact commit (git rev-parse HEAD prints it): a branch or tag can move"),
+            ("repo", repo_problem, "use an https://, ssh:// or git@host:path URL, or a path inside the taxonomy")):
+        node = _last(doc, name)
+        text = problem(node.value) if isinstance(node, ScalarNode) and node.tag == reader.STR and node.value else None
+        if text:
+            line, col = _pos(node)
+            out.append(Message(line, col, f"document.{name}", text, yaml_path=f"document.{name}", hint=hint))
+    return out
+
+
+def _last(node: MappingNode, key: str) -> Node | None:
+    """The value under ``key``: the last one, as the loaded mapping has it."""
+    found = None
+    for k, v in node.value:
+        if isinstance(k, ScalarNode) and k.value == key:
+            found = v
+    return found
 
 
 def _version_pos(root: Node) -> tuple[int, int]:
