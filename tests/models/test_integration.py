@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from unfork.models import catalog, download, store
+from unfork.models import catalog, download, resolve, store
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,7 @@ def test_gguf_to_hf_conversion_loads_offline_and_answers():
     assert "Paris" in answer
     start = time.monotonic()
     assert ensure_hf("smollm2-135m-instruct").path == folder
-    assert store.resolve_model("smollm2-135m-instruct", format="hf").path == folder
+    assert resolve.resolve_model("smollm2-135m-instruct", format="hf").path == folder
     assert time.monotonic() - start < 2  # cached
 
 
@@ -96,7 +96,7 @@ def test_gguf_to_hf_conversion_loads_offline_and_answers():
 def test_hf_to_gguf_writes_a_bpe_tokenizer(outtype):
     gguf = pytest.importorskip("gguf")
     from unfork.models import export_gguf
-    from unfork.models.convert import find_quantize
+    from unfork.models.llama_tools import find_quantize
 
     if outtype == "q4_k_m" and find_quantize() is None:
         pytest.skip("llama-quantize is not built (scripts/build_llama_cpp.sh)")
@@ -116,11 +116,11 @@ def test_hf_to_gguf_writes_a_bpe_tokenizer(outtype):
     file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
                  "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}[outtype]
     assert int(reader.fields["general.file_type"].parts[-1][0]) == file_type
-    assert store.resolve_model(str(resolved.path)).format == "gguf"
+    assert resolve.resolve_model(str(resolved.path)).format == "gguf"
 
 
 def _llama_server() -> Path | None:
-    from unfork.models.convert import llama_cpp_dirs
+    from unfork.models.llama_tools import llama_cpp_dirs
 
     if os.environ.get("UNFORK_LLAMA_SERVER"):
         return Path(os.environ["UNFORK_LLAMA_SERVER"])

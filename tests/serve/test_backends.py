@@ -9,6 +9,7 @@ import stat
 import pytest
 
 from unfork.errors import MissingExtraError, UserError
+from unfork.models import llama_tools
 from unfork.serve import backends, llama_cpp
 from unfork.serve.ports import PortInUseError, check_port_free, free_port
 
@@ -104,7 +105,7 @@ def test_resolve_paths(fake_gguf, tiny_folder, tmp_path):
 
 def test_missing_llama_server_names_the_build_script(monkeypatch, tmp_path):
     monkeypatch.delenv("UNFORK_LLAMA_SERVER", raising=False)
-    monkeypatch.setattr(llama_cpp, "candidate_dirs", lambda: [tmp_path / "nothing"])
+    monkeypatch.setattr(llama_tools, "llama_cpp_dirs", lambda: [tmp_path / "nothing"])
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(llama_cpp.BackendNotInstalledError) as info:
         llama_cpp.find_llama_server()
@@ -124,7 +125,7 @@ def test_env_var_must_point_at_an_executable(monkeypatch, tmp_path):
 
 def test_path_is_the_last_resort(monkeypatch, tmp_path):
     monkeypatch.delenv("UNFORK_LLAMA_SERVER", raising=False)
-    monkeypatch.setattr(llama_cpp, "candidate_dirs", lambda: [tmp_path / "nothing"])
+    monkeypatch.setattr(llama_tools, "llama_cpp_dirs", lambda: [tmp_path / "nothing"])
     exe = tmp_path / "llama-server"
     exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)

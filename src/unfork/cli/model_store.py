@@ -12,8 +12,12 @@ from pathlib import Path
 
 import click
 
-from unfork.models import catalog, store
+from unfork.models import catalog, resolve, store
 from unfork.models import download as fetching
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
 
 
 def _mb(size: int | None) -> str:
@@ -78,7 +82,7 @@ def _download_one(entry: catalog.CatalogEntry, *, source: str, force: bool, veri
     start = time.monotonic()
     present = None if force else store.find_present(entry, source)
     resolved = fetching.download_model(entry.name, source=source, force=force, verify=verify,
-                                    keep_parts=keep_parts)
+                                       keep_parts=keep_parts, echo=_echo_err)
     if present is not None:
         click.echo(f"{entry.name} is already downloaded: {resolved.path}")
     else:
@@ -164,12 +168,12 @@ def convert(src: str, to: str, outtype: str, dtype: str, output: Path | None, fo
     start = time.monotonic()
     if to == "hf":
         if output is not None:
-            source = store.resolve_model(src, format="gguf")
+            source = resolve.resolve_model(src, format="gguf", echo=_echo_err)
             path = conv.gguf_to_hf(source.path, output, dtype=dtype)
         else:
-            path = conv.ensure_hf(src, dtype=dtype, force=force).path
+            path = resolve.ensure_hf(src, dtype=dtype, force=force, echo=_echo_err).path
     else:
-        path = conv.export_gguf(src, outtype=outtype, output=output, force=force).path
+        path = resolve.export_gguf(src, outtype=outtype, output=output, force=force, echo=_echo_err).path
         info = conv.describe_gguf(path)
         click.echo(f"  architecture {info['general.architecture']}, tokenizer {info['tokenizer.ggml.model']}"
                    f" ({info['tokenizer.ggml.pre']}), chat template: "

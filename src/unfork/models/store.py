@@ -1,4 +1,4 @@
-"""The local model store: what is downloaded, listing, removing, and resolving ``--model``.
+"""The local model store: what is downloaded, listing, removing, and what a folder holds.
 
 Layout, under ``get_paths().models_dir``::
 
@@ -8,9 +8,9 @@ Layout, under ``get_paths().models_dir``::
     <name>-hf/model.json    manifest; for a conversion, the SHA-256 of the GGUF it came from
     <name>-hf/gguf/         GGUF files exported from that folder for llama.cpp
 
-Every other command calls :func:`resolve_model` to turn ``--model`` (a catalog
-name, a GGUF file, a Hugging Face folder or a trained run folder) into a path.
-Fetching lives in :mod:`unfork.models.download`. Standard library only.
+:func:`resolve_folder` says which model a folder on disk holds; turning
+``--model`` into a model lives in :mod:`unfork.models.resolve`, fetching in
+:mod:`unfork.models.download`. Standard library only.
 """
 
 from __future__ import annotations
@@ -37,6 +37,14 @@ CHUNK = 8 * 1024 * 1024
 
 # callback(bytes done since the last call)
 Advance = Callable[[int], None]
+# callback(one line for the user), so the caller decides where it is shown
+Echo = Callable[[str], None]
+
+
+def echo_stderr(message: str) -> None:
+    """The default :data:`Echo`: the line on standard error."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
 
 
 @dataclass
@@ -198,7 +206,7 @@ def list_stored() -> list[StoredModel]:
     if ckpt.is_dir():
         for folder in sorted(p for p in ckpt.iterdir() if p.is_dir()):
             try:
-                r = _resolve_folder(folder, None)
+                r = resolve_folder(folder, None)
             except UserError:
                 continue
             out.append(StoredModel(name=folder.name, format=r.format, size=folder_size(r.path),
@@ -244,10 +252,21 @@ def removable(name: str) -> list[Path]:
     """Store folders that ``remove name`` deletes: ``name`` and its converted ``name-hf``."""
     entry = catalog.find_entry(name)
     key = entry.name if entry else name
+    if Path(key).name != key or key in ("", ".", ".."):
+        return []  # a path, not a name: it could point anywhere
     candidates = [models_dir() / key]
     if not key.endswith("-hf"):
         candidates.append(hf_dir(key))
-    return [p for p in candidates if p.is_dir() and p.parent == models_dir()]
+    return [p for p in candidates if _is_store_folder(p)]
+
+
+def _is_store_folder(path: Path) -> bool:
+    """Whether ``path`` is a real model folder directly inside the store, so deleting it loses nothing else."""
+    if path.parent != models_dir() or path.is_symlink() or not path.is_dir():
+        return False
+    if path.resolve().parent != models_dir().resolve():
+        return False
+    return any((path / marker).is_file() for marker in (MANIFEST, "config.json"))
 
 
 def remove(name: str) -> list[Path]:
@@ -259,7 +278,7 @@ def remove(name: str) -> list[Path]:
     return paths
 
 
-# --------------------------------------------------------------------------- resolving --model
+# --------------------------------------------------------------------------- what a file or folder holds
 
 
 def chat_template_of(path: Path, fmt: str) -> str | None:
@@ -289,7 +308,7 @@ def chat_template_of(path: Path, fmt: str) -> str | None:
 RUN_SUBFOLDERS = ("final", "merged", "model", "hf")
 
 
-def _resolve_folder(folder: Path, fmt: str | None) -> ResolvedModel:
+def resolve_folder(folder: Path, fmt: str | None) -> ResolvedModel:
     """A Hugging Face folder, a folder holding one GGUF, or a run folder with one of those inside."""
     name = folder.name
     if fmt != "gguf" and (folder / "config.json").is_file():
@@ -314,91 +333,10 @@ def _resolve_folder(folder: Path, fmt: str | None) -> ResolvedModel:
                        key=lambda p: p.stat().st_mtime, reverse=True)
     for child in children:
         try:
-            r = _resolve_folder(child, fmt)
+            r = resolve_folder(child, fmt)
         except UserError:
             continue
         r.name = name
         return r
     raise UserError(f"{folder} is not a model folder",
                     hint="expected a Hugging Face folder (config.json), a .gguf file, or a trained run folder")
-
-
-def _local(name: str) -> Path | None:
-    """A path the user named, or a run/checkpoint folder under unfork's data folder."""
-    path = Path(name).expanduser()
-    if path.exists():
-        return path
-    ilab = instructlab_models_dir()
-    if not path.is_absolute() and ".." not in path.parts:
-        for candidate in (ilab / name, ilab / f"{name}.gguf"):
-            if candidate.exists():
-                return candidate
-    if os.sep in name or "/" in name or name.endswith(".gguf"):
-        return None
-    paths = get_paths()
-    for root in (paths.checkpoints_dir, paths.runs_dir, paths.models_dir):
-        candidate = root / name
-        if candidate.is_dir():
-            return candidate
-    exports = sorted(paths.models_dir.glob(f"*/gguf/{name}.gguf")) if paths.models_dir.is_dir() else []
-    return exports[0] if exports else None
-
-
-def resolve_model(name_or_path: str, *, download: bool = True, format: str | None = None) -> ResolvedModel:
-    """Turn ``--model`` into a loadable model.
-
-    Accepts a catalog name (downloaded if missing and ``download`` is true), a
-    GGUF file, a Hugging Face folder, a trained run folder, or a folder in the
-    store. ``format`` asks for ``"gguf"`` or ``"hf"``: ``"hf"`` converts a
-    GGUF once and caches the folder (see :func:`unfork.models.convert.ensure_hf`).
-    """
-    if format not in (None, "gguf", "hf"):
-        raise UserError(f"unknown model format '{format}'", hint="one of: gguf, hf")
-    if not name_or_path or not name_or_path.strip():
-        raise UserError("no model given", hint="pass a catalog name, a .gguf file or a model folder")
-    entry = catalog.find_entry(name_or_path)
-    local = None if entry else _local(name_or_path)
-
-    if entry is None and local is None:
-        close = catalog.closest_name(name_or_path)
-        looks_like_path = "/" in name_or_path or name_or_path.endswith((".gguf", ".safetensors"))
-        message = (f"no such file or folder: {name_or_path}" if looks_like_path
-                   else f"'{name_or_path}' is not a catalog model, a file or a model folder")
-        hint = f"did you mean '{close}'?" if close else "see 'unfork model list --catalog'"
-        raise UserError(message, hint=hint)
-
-    if format == "hf":
-        from unfork.models.convert import ensure_hf
-
-        return ensure_hf(name_or_path, download=download)
-
-    if entry is not None:
-        gguf = stored_gguf(entry)
-        if gguf is not None:
-            return resolved_for(entry, gguf, "gguf")
-        hf = stored_hf(entry.name)
-        if hf is not None and format is None:
-            return resolved_for(entry, hf, "hf")
-        if not download:
-            raise UserError(f"{entry.name} is not downloaded yet",
-                            hint=f"run: unfork model download {entry.name}")
-        from unfork.models.download import download_model
-
-        return download_model(entry.name)
-
-    assert local is not None
-    if local.is_file():
-        from unfork.models.gguf_meta import is_gguf
-
-        if not is_gguf(local):
-            raise UserError(f"{local} is not a GGUF file",
-                            hint="pass a .gguf file or a Hugging Face folder (with config.json)")
-        return ResolvedModel(local.stem, local, "gguf", chat_template_of(local, "gguf"))
-    try:
-        return _resolve_folder(local, format)
-    except UserError:
-        if format != "gguf":
-            raise
-        _resolve_folder(local, "hf")  # re-raises when it is no model at all
-        raise UserError(f"{local} is a Hugging Face folder; a GGUF file is needed here",
-                        hint=f"convert it: unfork model convert {local} --to gguf") from None

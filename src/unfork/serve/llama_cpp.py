@@ -9,65 +9,42 @@ by ``scripts/build_llama_cpp.sh``.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from unfork.errors import UserError
-from unfork.paths import get_paths
+from unfork.models.llama_tools import (
+    BUILD_SCRIPT,
+    LLAMA_CPP_PYTHON_VERSION,
+    ProgramPathError,
+    build_script,
+    find_program,
+    llama_cpp_dirs,
+    repo_root,
+)
 
-LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 BINARY = "llama-server"
 ENV_BINARY = "UNFORK_LLAMA_SERVER"
-BUILD_SCRIPT = "scripts/build_llama_cpp.sh"
+
+__all__ = ["BUILD_SCRIPT", "LLAMA_CPP_PYTHON_VERSION", "BackendNotInstalledError", "find_llama_server",
+           "llama_server_command", "repo_root"]
 
 
 class BackendNotInstalledError(UserError):
     pass
 
 
-def repo_root() -> Path | None:
-    """The source checkout this package runs from (editable installs), if any."""
-    for parent in Path(__file__).resolve().parents:
-        if (parent / BUILD_SCRIPT).is_file():
-            return parent
-    return None
-
-
-def candidate_dirs() -> list[Path]:
-    """Folders the build script may have filled, most specific first."""
-    dirs = []
-    if os.environ.get("UNFORK_LLAMA_CPP_DIR"):
-        dirs.append(Path(os.environ["UNFORK_LLAMA_CPP_DIR"]).expanduser())
-    root = repo_root()
-    if root is not None:
-        dirs.append(root / ".cache" / "llama.cpp")
-    dirs.append(get_paths().cache_dir / "llama.cpp")
-    return dirs
-
-
 def find_llama_server() -> Path:
     """``$UNFORK_LLAMA_SERVER``, else the build script's output, else ``llama-server`` on PATH."""
-    explicit = os.environ.get(ENV_BINARY)
-    if explicit:
-        path = Path(explicit).expanduser()
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-        raise BackendNotInstalledError(
-            f"{ENV_BINARY} points to '{explicit}', which is not an executable file.",
-            hint=f"unset it, or build llama-server with {BUILD_SCRIPT}")
-    for folder in candidate_dirs():
-        path = folder / "bin" / BINARY
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    on_path = shutil.which(BINARY)
-    if on_path:
-        return Path(on_path)
-    root = repo_root()
-    script = str(root / BUILD_SCRIPT) if root else BUILD_SCRIPT
+    try:
+        found = find_program(BINARY, ENV_BINARY)
+    except ProgramPathError as exc:
+        raise BackendNotInstalledError(exc.message, hint=exc.hint) from None
+    if found is not None:
+        return found
     raise BackendNotInstalledError(
         "the llama-cpp backend needs llama.cpp's 'llama-server' program, which was not found "
-        f"(looked at ${ENV_BINARY}, {', '.join(str(d / 'bin') for d in candidate_dirs())} and PATH).",
-        hint=f"build it (5 to 20 minutes on 2 cores) with: {script}  "
+        f"(looked at ${ENV_BINARY}, {', '.join(str(d / 'bin') for d in llama_cpp_dirs())} and PATH).",
+        hint=f"build it (5 to 20 minutes on 2 cores) with: {build_script()}  "
              f"or point {ENV_BINARY} at an existing llama-server")
 
 
@@ -90,9 +67,8 @@ def llama_server_command(binary: Path | str, model_path: Path | str, *, host: st
     ``shared_context`` each slot has ``ctx_size / parallel`` tokens of its own:
     a server whose slots are all busy with long prompts (a teacher, a judge)
     decodes faster then, since a unified buffer makes every sequence's
-    attention run over all the slots' tokens (at 8 slots and ~650-token
-    prompts, 53 against 45 tokens/s here; at ~1,080, 46 against 34). The API key travels in
-    the environment (``LLAMA_API_KEY``), not on the command line where ``ps``
+    attention run over all the slots' tokens. The API key travels in the
+    environment (``LLAMA_API_KEY``), not on the command line where ``ps``
     would show it.
     """
     threads = threads or default_threads()

@@ -164,11 +164,71 @@ def completion_prompt(body: dict) -> str | list[int]:
                        param="prompt")
 
 
-# -- the app ----------------------------------------------------------------------------------
+# -- responses -------------------------------------------------------------------------------
 
 def error_body(message: str, status: int, param: str | None = None) -> dict:
     kind = {401: "authentication_error", 404: "not_found_error"}.get(status, "invalid_request_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
+def usage(prompt_tokens: int, result: Generation) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": result.completion_tokens,
+            "total_tokens": prompt_tokens + result.completion_tokens}
+
+
+def sse(obj: Any) -> bytes:
+    """One server-sent event carrying ``obj`` as JSON."""
+    return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
+
+
+def models_body(model_id: str, created: int, context_length: int) -> dict:
+    return {"object": "list", "data": [
+        {"id": model_id, "object": "model", "created": created, "owned_by": "unfork",
+         "meta": {"n_ctx": context_length}}]}
+
+
+def response_base(model_id: str, chat: bool) -> dict:
+    """The id, object, created and model fields every chunk of one response shares."""
+    rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+    return {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()), "model": model_id}
+
+
+def stream_chunk(base: dict, chat: bool, text: str | None, finish: str | None, first: bool = False) -> dict:
+    if chat:
+        delta: dict[str, Any] = {}
+        if first:
+            delta["role"] = "assistant"
+        if text is not None:
+            delta["content"] = text
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    else:
+        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+    return {**base, "choices": [choice]}
+
+
+def completion_body(base: dict, chat: bool, text: str, prompt_tokens: int, result: Generation) -> dict:
+    """The whole (non-streamed) answer."""
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                  "logprobs": None, "finish_reason": result.finish_reason}
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": result.finish_reason}
+    return {"id": base["id"], "object": "chat.completion" if chat else "text_completion",
+            "created": base["created"], "model": base["model"], "choices": [choice],
+            "usage": usage(prompt_tokens, result)}
+
+
+def include_usage(body: dict) -> bool:
+    opts = body.get("stream_options") or {}
+    return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+
+def api_key_ok(headers: dict[bytes, bytes], key: bytes) -> bool:
+    """Whether ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>`` carries the key."""
+    auth = headers.get(b"authorization", b"")
+    token = auth[7:].strip() if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
+    return secrets.compare_digest(token, key)
 
 
 class APIKeyMiddleware:
@@ -180,10 +240,7 @@ class APIKeyMiddleware:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
-            headers = dict(scope["headers"])
-            auth = headers.get(b"authorization", b"")
-            token = auth[7:].strip() if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
-            if not secrets.compare_digest(token, self.key):
+            if not api_key_ok(dict(scope["headers"]), self.key):
                 from starlette.responses import JSONResponse
 
                 response = JSONResponse(error_body("Invalid API Key", 401), status_code=401,
@@ -193,154 +250,162 @@ class APIKeyMiddleware:
         await self.app(scope, receive, send)
 
 
+# -- generating -------------------------------------------------------------------------------
+
+_END = object()
+
+
+def _next(it: Iterator[str]):
+    return next(it, _END)
+
+
+async def pieces(engine: Engine, ids: list[int], params: SamplingParams, result: Generation) -> AsyncIterator[str]:
+    """The engine's text pieces with stop strings cut out; the engine is cancelled when this ends early."""
+    import anyio
+    from starlette.concurrency import run_in_threadpool
+
+    cancel = threading.Event()
+    it = engine.generate(ids, params, cancel, result)
+    scanner = StopScanner(params.stop)
+    try:
+        while True:
+            piece = await run_in_threadpool(_next, it)
+            if piece is _END:
+                tail, hit = scanner.flush()
+                if tail:
+                    yield tail
+                if hit:
+                    result.finish_reason = "stop"
+                return
+            text, hit = scanner.feed(piece)
+            if text:
+                yield text
+            if hit:
+                result.finish_reason = "stop"
+                return
+    finally:
+        cancel.set()
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(it.close)
+
+
+async def stream_events(engine: Engine, ids: list[int], params: SamplingParams, base: dict, chat: bool,
+                        with_usage: bool) -> AsyncIterator[bytes]:
+    """The server-sent events of a streamed answer, ending with ``[DONE]``."""
+    result = Generation()
+    if chat:
+        yield sse(stream_chunk(base, chat, "", None, first=True))
+    try:
+        async for text in pieces(engine, ids, params, result):
+            yield sse(stream_chunk(base, chat, text, None))
+    except Exception as exc:  # the status line is sent already: report in the stream
+        yield sse(error_body(f"generation failed: {exc}", 500))
+        return
+    yield sse(stream_chunk(base, chat, None if chat else "", result.finish_reason))
+    if with_usage:
+        yield sse({**base, "choices": [], "usage": usage(len(ids), result)})
+    yield b"data: [DONE]\n\n"
+
+
+async def generate_response(engine: Engine, model_id: str, body: dict, ids: list[int], chat: bool):
+    """A JSON answer, or a streaming one when the request asks for ``stream``."""
+    from starlette.responses import JSONResponse, StreamingResponse
+
+    params = sampling_params(body, len(ids), engine.context_length)
+    base = response_base(model_id, chat)
+    if body.get("stream"):
+        events = stream_events(engine, ids, params, base, chat, include_usage(body))
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    result = Generation()
+    text = "".join([t async for t in pieces(engine, ids, params, result)])
+    return JSONResponse(completion_body(base, chat, text, len(ids), result))
+
+
+# -- endpoints --------------------------------------------------------------------------------
+
+async def read_json(request) -> dict:
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RequestError("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    return body
+
+
+def chat_tools(body: dict) -> list | None:
+    return body.get("tools") if isinstance(body.get("tools"), list) else None
+
+
+async def chat_completions(request, engine: Engine, model_id: str):
+    from starlette.concurrency import run_in_threadpool
+
+    body = await read_json(request)
+    messages = chat_messages(body)
+    ids = await run_in_threadpool(engine.encode_chat, messages, chat_tools(body))
+    return await generate_response(engine, model_id, body, ids, chat=True)
+
+
+async def completions(request, engine: Engine, model_id: str):
+    from starlette.concurrency import run_in_threadpool
+
+    body = await read_json(request)
+    prompt = completion_prompt(body)
+    ids = prompt if isinstance(prompt, list) else await run_in_threadpool(engine.encode, prompt)
+    return await generate_response(engine, model_id, body, ids, chat=False)
+
+
+def request_error_response(exc: RequestError):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(error_body(exc.message, exc.status, exc.param), status_code=exc.status)
+
+
+async def not_found(request, exc):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(error_body(f"no route {request.url.path}", 404), status_code=404)
+
+
+async def health(request):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"status": "ok"})
+
+
+# -- the app ----------------------------------------------------------------------------------
+
 def create_app(engine: Engine, model_id: str, api_key: str | None = None):
     """The Starlette app: /health, /v1/models, /v1/chat/completions, /v1/completions."""
-    import anyio
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     created = int(time.time())
-    end = object()
 
-    def _next(it: Iterator[str]):
-        return next(it, end)
-
-    async def pieces(ids: list[int], params: SamplingParams, result: Generation) -> AsyncIterator[str]:
-        cancel = threading.Event()
-        it = engine.generate(ids, params, cancel, result)
-        scanner = StopScanner(params.stop)
+    async def chat_route(request):
         try:
-            while True:
-                piece = await run_in_threadpool(_next, it)
-                if piece is end:
-                    tail, hit = scanner.flush()
-                    if tail:
-                        yield tail
-                    if hit:
-                        result.finish_reason = "stop"
-                    return
-                text, hit = scanner.feed(piece)
-                if text:
-                    yield text
-                if hit:
-                    result.finish_reason = "stop"
-                    return
-        finally:
-            cancel.set()
-            with anyio.CancelScope(shield=True):
-                await run_in_threadpool(it.close)
+            return await chat_completions(request, engine, model_id)
+        except RequestError as exc:
+            return request_error_response(exc)
 
-    async def read_json(request: Request) -> dict:
+    async def completions_route(request):
         try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise RequestError("the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise RequestError("the request body must be a JSON object")
-        return body
+            return await completions(request, engine, model_id)
+        except RequestError as exc:
+            return request_error_response(exc)
 
-    def usage(prompt_tokens: int, result: Generation) -> dict:
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": result.completion_tokens,
-                "total_tokens": prompt_tokens + result.completion_tokens}
-
-    def sse(obj: Any) -> bytes:
-        return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
-
-    async def generate_response(body: dict, ids: list[int], chat: bool):
-        params = sampling_params(body, len(ids), engine.context_length)
-        result = Generation()
-        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-        now = int(time.time())
-        base = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
-                "created": now, "model": model_id}
-
-        def chunk(text: str | None, finish: str | None, first: bool = False) -> dict:
-            if chat:
-                delta: dict[str, Any] = {}
-                if first:
-                    delta["role"] = "assistant"
-                if text is not None:
-                    delta["content"] = text
-                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            else:
-                choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-            return {**base, "choices": [choice]}
-
-        if body.get("stream"):
-            opts = body.get("stream_options") or {}
-            include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-
-            async def events() -> AsyncIterator[bytes]:
-                if chat:
-                    yield sse(chunk("", None, first=True))
-                try:
-                    async for text in pieces(ids, params, result):
-                        yield sse(chunk(text, None))
-                except Exception as exc:  # the status line is sent already: report in the stream
-                    yield sse(error_body(f"generation failed: {exc}", 500))
-                    return
-                yield sse(chunk(None if chat else "", result.finish_reason))
-                if include_usage:
-                    yield sse({**base, "choices": [], "usage": usage(len(ids), result)})
-                yield b"data: [DONE]\n\n"
-
-            return StreamingResponse(events(), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-        text = "".join([t async for t in pieces(ids, params, result)])
-        if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                      "logprobs": None, "finish_reason": result.finish_reason}
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": result.finish_reason}
-        return JSONResponse({"id": rid, "object": "chat.completion" if chat else "text_completion",
-                             "created": now, "model": model_id, "choices": [choice],
-                             "usage": usage(len(ids), result)})
-
-    def handle_errors(func):
-        async def endpoint(request: Request):
-            try:
-                return await func(request)
-            except RequestError as exc:
-                return JSONResponse(error_body(exc.message, exc.status, exc.param), status_code=exc.status)
-        return endpoint
-
-    @handle_errors
-    async def chat_completions(request: Request):
-        body = await read_json(request)
-        messages = chat_messages(body)
-        tools = body.get("tools") if isinstance(body.get("tools"), list) else None
-        ids = await run_in_threadpool(engine.encode_chat, messages, tools)
-        return await generate_response(body, ids, chat=True)
-
-    @handle_errors
-    async def completions(request: Request):
-        body = await read_json(request)
-        prompt = completion_prompt(body)
-        ids = prompt if isinstance(prompt, list) else await run_in_threadpool(engine.encode, prompt)
-        return await generate_response(body, ids, chat=False)
-
-    async def models(request: Request):
-        return JSONResponse({"object": "list", "data": [
-            {"id": model_id, "object": "model", "created": created, "owned_by": "unfork",
-             "meta": {"n_ctx": engine.context_length}}]})
-
-    async def health(request: Request):
-        return JSONResponse({"status": "ok"})
-
-    async def not_found(request: Request, exc):
-        return JSONResponse(error_body(f"no route {request.url.path}", 404), status_code=404)
+    async def models_route(request):
+        return JSONResponse(models_body(model_id, created, engine.context_length))
 
     middleware = [Middleware(APIKeyMiddleware, api_key=api_key)] if api_key else []
     return Starlette(routes=[
         Route("/health", health), Route("/v1/health", health),
-        Route("/v1/models", models), Route("/models", models),
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/completions", completions, methods=["POST"]),
+        Route("/v1/models", models_route), Route("/models", models_route),
+        Route("/v1/chat/completions", chat_route, methods=["POST"]),
+        Route("/chat/completions", chat_route, methods=["POST"]),
+        Route("/v1/completions", completions_route, methods=["POST"]),
+        Route("/completions", completions_route, methods=["POST"]),
     ], middleware=middleware, exception_handlers={404: not_found})
