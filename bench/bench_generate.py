@@ -146,12 +146,11 @@ def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: P
     from unfork.client import ClientSettings, OpenAIClient
     from unfork.sdg.engine import generate
     from unfork.sdg.journal import Journal
-    from unfork.sdg.leaves import load_documents
     from unfork.sdg.pipeline import load_pipeline
-    from unfork.sdg.run import GenerateRequest, select_leaves
+    from unfork.sdg.run import GenerateRequest, leaf_documents, select_leaves
     from unfork.sdg.teacher import Teacher, slots_busy
     taxonomy = example_taxonomy(work / "taxonomy-unfork", args.leaves)
-    req = GenerateRequest(taxonomy=taxonomy, base="empty", pipeline=args.pipeline, num_samples=args.num_samples)
+    req = GenerateRequest(taxonomy=taxonomy, base="empty")
     leaves = select_leaves(req, echo=lambda *_: None)
     cache = work / "sdg-cache"  # fresh: nothing replayed
 
@@ -164,7 +163,7 @@ def run_unfork(url: str, key: str, model: str, args: argparse.Namespace, work: P
             await asyncio.wait_for(generate(
                 leaves, load_pipeline(args.pipeline), teacher, target=args.num_samples,
                 concurrency=args.concurrency, seed=args.seed, cache_root=cache,
-                documents=lambda leaf: load_documents(leaf, taxonomy, work / "docs")),
+                documents=lambda leaf: leaf_documents(leaf, taxonomy, work / "docs")),
                 timeout=args.minutes * 60 if args.minutes else None)
         except TimeoutError:
             timed_out = True

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from unfork.chat.session import (
     Conversation,
     estimate_messages,
-    estimate_tokens,
     find_session,
     session_path,
 )
 from unfork.errors import UserError
+from unfork.tokens import estimate_tokens
 
 
 def conv_with(n_exchanges: int, size: int = 300) -> Conversation:

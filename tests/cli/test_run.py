@@ -19,8 +19,6 @@ from tests.conftest import REAL_MODELS_DIR, missing
 from tests.eval.fake_judge import judge_reply
 from tests.sdg.fake_teacher import script
 
-pytestmark = pytest.mark.slow
-
 
 def exam_reply(prompt: str) -> str:
     """Questions on the passage's sentences that hold a number, answered with the sentence itself."""
@@ -43,6 +41,44 @@ def teacher(body):
     return Reply(text=script(body))
 
 
+class Resolved(Exception):
+    pass
+
+
+def resolved_settings(monkeypatch, *args):
+    """The settings ``unfork run`` resolves, caught before any stage starts."""
+    from unfork import config as C
+    from unfork.cli.main import cli
+
+    real = C.load_config
+
+    def capture(*a, **kw):
+        raise Resolved(real(*a, **kw))
+
+    monkeypatch.setattr(C, "load_config", capture)
+    with pytest.raises(Resolved) as caught:
+        CliRunner().invoke(cli, ["run", *args], catch_exceptions=False)
+    return caught.value.args[0]
+
+
+def test_the_main_job_takes_its_settings_from_its_profile(monkeypatch, unfork_home):
+    (unfork_home / "config").mkdir(parents=True, exist_ok=True)
+    (unfork_home / "config" / "config.yaml").write_text("models:\n  teacher: my-teacher\n"
+                                                        "train:\n  epochs: 5\n  learning_rate: 1.0e-5\n")
+    cfg = resolved_settings(monkeypatch)
+    g, t = cfg.generate, cfg.train
+    assert cfg.models.teacher == "my-teacher"  # --teacher config: the config's teacher
+    assert (g.pipeline, g.num_samples, g.knowledge_samples, g.mix) == ("simple", 10, 60, {"knowledge_raft": False})
+    assert (t.epochs, t.knowledge_epochs, t.method, t.learning_rate) == (3, 8, "full", 3e-4)
+    assert (t.keep_epoch, t.micro_batch_tokens) == ("last", 1024)
+    cfg = resolved_settings(monkeypatch, "--method", "lora", "--epochs", "2", "--teacher", "other", "--pipeline",
+                            "full", "--num-samples", "4", "--knowledge-samples", "7", "--knowledge-epochs", "1")
+    assert (cfg.train.method, cfg.train.learning_rate) == ("lora", 1e-5)  # the profile's rate is for full only
+    assert (cfg.train.epochs, cfg.train.knowledge_epochs, cfg.models.teacher) == (2, 1, "other")
+    assert (cfg.generate.pipeline, cfg.generate.num_samples, cfg.generate.knowledge_samples) == ("full", 4, 7)
+
+
+@pytest.mark.slow
 def test_the_main_job_goes_from_taxonomy_to_report(tmp_path, monkeypatch):
     student = REAL_MODELS_DIR / "smollm2-135m-instruct-hf"
     if not (student / "config.json").is_file():

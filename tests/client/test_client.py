@@ -240,6 +240,18 @@ def test_context_window_from_llama_props():
         assert run(OpenAIClient(srv.url).context_window()) is None
 
 
+def test_request_json_is_one_unretried_request_to_a_path_or_url():
+    with FakeOpenAI(tokenize=True) as srv:
+        client = OpenAIClient(fast(srv.url))
+        assert run(client.request_json("POST", srv.root + "/tokenize", {"content": "a b c"})) == {"tokens": [0, 1, 2]}
+        with pytest.raises(NotFoundError):
+            run(client.request_json("POST", "/nowhere", {}))
+        assert [path for _, path, _ in srv.requests] == ["/tokenize", "/v1/nowhere"]
+    dead = OpenAIClient(fast(f"http://127.0.0.1:{free_port()}", connect_timeout=1))
+    with pytest.raises(EndpointUnreachableError):  # the final error, not the client's internal retry signal
+        run(dead.request_json("GET", "/models", timeout=1))
+
+
 def test_health(server):
     assert run(OpenAIClient(server.url).health()) is True
     assert run(OpenAIClient(ClientSettings(f"http://127.0.0.1:{free_port()}", connect_timeout=1)).health()) is False

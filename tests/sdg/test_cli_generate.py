@@ -222,3 +222,64 @@ def test_foundational_skills_are_skipped(taxonomy, tmp_path):
     assert "skipping foundational skill compositional_skills/foundational_skills/reasoning/qna.yaml" in res.output
     leaves = [leaf["leaf"] for leaf in json.loads((tmp_path / "ds" / "manifest.json").read_text())["leaves"]]
     assert len(leaves) == 3 and not any("foundational" in leaf for leaf in leaves)
+
+
+# ------------------------------------------------------------------------------- one meaning per flag
+
+
+def sent_models(fake):
+    return {body["model"] for body in chats(fake)}
+
+
+@pytest.mark.parametrize("flag", ["--endpoint-model", "--model"])
+def test_the_model_name_sent_to_an_endpoint(taxonomy, tmp_path, flag):
+    with scripted_teacher() as fake:
+        res = invoke(*generate_args(taxonomy, [fake.url], tmp_path / "ds", "--taxonomy-base", "empty",
+                                    "--num-samples", "1", "--pipeline", "simple", flag, "named-model"))
+        assert res.exit_code == 0, res.output
+        assert sent_models(fake) == {"named-model"}
+    notice = "note: --model is deprecated; read as --endpoint-model named-model"
+    assert (notice in res.output) == (flag == "--model")
+    with scripted_teacher() as fake:  # without a name: the server's first model
+        res = invoke(*generate_args(taxonomy, [fake.url], tmp_path / "ds2", "--taxonomy-base", "empty",
+                                    "--num-samples", "1", "--pipeline", "simple"))
+        assert res.exit_code == 0, res.output
+        assert sent_models(fake) == {"fake-model"}
+
+
+@pytest.mark.parametrize("flag", ["--teacher", "--model", None])
+def test_the_teacher_served_locally(taxonomy, tmp_path, monkeypatch, flag):
+    import contextlib
+
+    from unfork.serve import launch
+
+    served = []
+
+    @contextlib.contextmanager
+    def fake_server(model, *, parallel, slot_ctx):
+        served.append((model, parallel, slot_ctx))
+        with scripted_teacher() as fake:
+            yield launch.Endpoint(fake.url, None, "local-model")
+
+    monkeypatch.setattr(launch, "running_server", fake_server)
+    monkeypatch.setenv("UNFORK_GENERATE_CTX_PER_SLOT", "1024")
+    args = generate_args(taxonomy, [], tmp_path / "ds", "--taxonomy-base", "empty", "--num-samples", "1",
+                         "--pipeline", "simple", "--max-concurrency", "2")
+    res = invoke(*args, *([flag, "my-teacher"] if flag else []))
+    assert res.exit_code == 0, res.output
+    assert served == [("my-teacher" if flag else "qwen2.5-coder-1.5b-instruct", 2, 1024)]
+    assert ("note: --model is deprecated; read as --teacher my-teacher" in res.output) == (flag == "--model")
+    settings = json.loads((tmp_path / "ds" / "manifest.json").read_text())["settings"]
+    assert settings["teacher_model"] == served[0][0]
+    assert settings["endpoint_urls"] == ["(local llama.cpp server)"]
+
+
+def test_mix_settings_from_the_config_change_the_training_lines_only(taxonomy, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNFORK_GENERATE_MIX", "{knowledge_raft: false}")
+    with scripted_teacher() as fake:
+        res = invoke(*generate_args(taxonomy, [fake.url], tmp_path / "ds", "--taxonomy-base", "empty",
+                                    "--num-samples", "2", "--pipeline", "simple"))
+        assert res.exit_code == 0, res.output
+    formats = {line["metadata"]["format"] for line in read_jsonl(tmp_path / "ds" / "train_knowledge.jsonl")}
+    assert formats == {"qa", "passage"}
+    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["pipeline"]["mix"]["knowledge_raft"] is False

@@ -13,10 +13,10 @@ import pytest
 from tests.client.fake_openai import FakeOpenAI, Reply
 from unfork.client import ClientSettings, OpenAIClient
 from unfork.sdg.engine import generate
-from unfork.sdg.leaves import read_leaf
 from unfork.sdg.output import write_dataset
 from unfork.sdg.pipeline import load_pipeline
 from unfork.sdg.teacher import Teacher
+from unfork.taxonomy.leaf import load_leaf
 
 QNA = textwrap.dedent("""\
     version: 3
@@ -79,7 +79,7 @@ def leaf(tmp_path):
     folder = tmp_path / "taxonomy" / "compositional_skills" / "writing" / "kites"
     folder.mkdir(parents=True)
     (folder / "qna.yaml").write_text(QNA)
-    return read_leaf(folder / "qna.yaml", tmp_path / "taxonomy")
+    return load_leaf(folder / "qna.yaml", tmp_path / "taxonomy")
 
 
 def run(leaf, fake, pipeline="full", target=1, cache=None, settings=None, **kwargs):
@@ -278,7 +278,7 @@ def test_leaves_take_turns_starting_units(leaf, tmp_path):
     folder.mkdir(parents=True)
     (folder / "qna.yaml").write_text(QNA.replace("Write a haiku about the subject given.",
                                                  "Write a limerick about the subject given."))
-    other = read_leaf(folder / "qna.yaml", tmp_path / "taxonomy")
+    other = load_leaf(folder / "qna.yaml", tmp_path / "taxonomy")
     kinds = []
 
     def reply(body):

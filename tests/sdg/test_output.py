@@ -26,12 +26,13 @@ def test_raft_share_gives_a_raft_copy_to_an_evenly_spread_share_of_knowledge_ans
     from pathlib import Path
 
     from unfork.sdg.engine import LeafResult
-    from unfork.sdg.leaves import Leaf
     from unfork.sdg.output import spread, train_lines
     from unfork.sdg.pipeline import Flow, Pipeline
+    from unfork.taxonomy.leaf import Leaf
 
     assert spread(8, 0.25) == {1, 5} and spread(8, 1.0) == set(range(8)) and spread(8, 0) == set()
-    leaf = Leaf(Path("qna.yaml"), "knowledge/x", "knowledge", {}, "hash")
+    leaf = Leaf(path=Path("qna.yaml"), rel_path="knowledge/x/qna.yaml", rel="knowledge/x", kind="knowledge",
+                version=3, created_by="me", content_hash="hash")
     rows = [{"row": {"question": f"What is fact {i}?", "answer": f"Fact {i} is {i}.", "chunk": CHUNKS[i % 2]}}
             for i in range(8)]
     result = LeafResult(leaf, "key", tmp_path, accepted=rows, extra={"chunks": CHUNKS})

@@ -59,14 +59,16 @@ def short_pipeline(dest):
 
 
 def test_simple_pipeline_makes_a_real_dataset_and_reuses_it(teacher, tmp_path):
+    from unfork.config import GenerateConfig
     from unfork.sdg.run import GenerateRequest, generate_dataset
 
     taxonomy = prepare_example_taxonomy(tmp_path / "taxonomy")
     shutil.rmtree(taxonomy / "compositional_skills" / "grounded")  # keep the run short: one skill, one knowledge leaf
-    req = GenerateRequest(taxonomy=taxonomy, base="empty", pipeline=str(short_pipeline(tmp_path / "pipe")), num_samples=2, max_concurrency=2,
-                          endpoint_urls=[teacher.base_url], model=teacher.model, api_key=teacher.api_key,
-                          output_dir=tmp_path / "ds", seed=1)
-    out, manifest = generate_dataset(req, show_progress=False, echo=lambda *_: None)
+    req = GenerateRequest(taxonomy=taxonomy, base="empty", output_dir=tmp_path / "ds")
+    cfg = GenerateConfig(pipeline=str(short_pipeline(tmp_path / "pipe")), num_samples=2, max_concurrency=2,
+                         endpoint_urls=[teacher.base_url], endpoint_model=teacher.model, api_key=teacher.api_key,
+                         seed=1)
+    out, manifest = generate_dataset(req, cfg, show_progress=False, echo=lambda *_: None)
     leaves = {leaf["leaf"]: leaf for leaf in manifest["leaves"]}
     assert set(leaves) == {"compositional_skills/writing/freeform/haiku", "knowledge/geography/islands/marrowvey"}
     assert all(leaf["error"] is None for leaf in leaves.values())
@@ -86,6 +88,6 @@ def test_simple_pipeline_makes_a_real_dataset_and_reuses_it(teacher, tmp_path):
     assert logged and all(len(entry.get("others", [])) == 1 for entry in logged), logged
     # Second run: same leaves, pipeline and teacher, so nothing is asked again.
     req.output_dir = tmp_path / "ds2"
-    _, again = generate_dataset(req, show_progress=False, echo=lambda *_: None)
+    _, again = generate_dataset(req, cfg, show_progress=False, echo=lambda *_: None)
     assert all(leaf["reused"] for leaf in again["leaves"])
     assert again["stats"]["teacher"]["requests"] == 0

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from unfork.sdg.documents import Document
+from unfork.documents.convert import Document
 from unfork.sdg.pipeline import load_pipeline
 from unfork.sdg.steps import (
     ChunkStep,

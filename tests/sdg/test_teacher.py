@@ -1,14 +1,17 @@
-"""The teacher's slots and choices against a scripted server over real HTTP."""
+"""The teacher's slots and choices: against a scripted server over real HTTP, and against a scripted client
+whose requests end when the test says, on a fake clock."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from tests.client.fake_openai import FakeOpenAI, Reply
 from unfork.client import ClientSettings, OpenAIClient
-from unfork.client.base import APIError
+from unfork.client.base import APIError, ChatResult, Usage
 from unfork.sdg.teacher import SEED_STEP, Teacher, choices_limit, computed_prompt_tokens
 
 MSGS = [{"role": "user", "content": "Write haikus."}]
@@ -35,6 +38,77 @@ def ask(fake, n, *, capacity=None, max_concurrency=8, requests=1, stream=True):
         finally:
             await client.aclose()
         return teacher, results
+    return asyncio.run(main())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass(eq=False)
+class Sent:
+    """One request the scripted client got, and when (on the fake clock)."""
+    prompt: str
+    n: int
+    seed: int | None
+    at: float
+    reply: asyncio.Future = field(repr=False)
+
+
+class ScriptedClient:
+    """Whole (not streamed) replies: each request waits until the test ends it, as a server's slot would."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.sent: list[Sent] = []
+
+    async def chat(self, messages: list[dict[str, str]], *, model: str | None = None, **params: Any) -> ChatResult:
+        sent = Sent(messages[0]["content"], params.get("n", 1), params.get("seed"), self.clock(),
+                    asyncio.get_running_loop().create_future())
+        self.sent.append(sent)
+        return await sent.reply
+
+    def asked(self) -> list[tuple[int, int | None]]:
+        return [(s.n, s.seed) for s in self.sent]
+
+    def end(self, sent: Sent) -> None:
+        """``sent`` ends, with a choice per slot, each naming the request's seed and its own index."""
+        choices = [{"index": i, "message": {"role": "assistant", "content": f"seed {sent.seed} choice {i}"},
+                    "finish_reason": "stop"} for i in range(sent.n)]
+        sent.reply.set_result(ChatResult(choices[0]["message"]["content"], "stop", Usage(1, sent.n), "m",
+                                         {"choices": choices}))
+
+
+async def settle() -> None:
+    """Let every task run until it waits on a reply: loop turns, not wall-clock time."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+def simulate(asks, *, capacity, seconds):
+    """``asks``: (prompt, n, seed) sent in this order, all at once, to a teacher with ``capacity`` slots, on
+    a fake clock; a request takes ``seconds(sent)``, and the one that ends soonest ends first. Returns the
+    teacher, the client and the replies."""
+    async def main():
+        clock = Clock()
+        client = ScriptedClient(clock)
+        teacher = Teacher(client, "m", capacity=capacity, stream_choices=False, clock=clock)
+        tasks = []
+        for prompt, n, seed in asks:  # in this order: the queue's
+            tasks.append(asyncio.create_task(
+                teacher.chat([{"role": "user", "content": prompt}], n=n, seed=seed, max_tokens=16)))
+            await asyncio.sleep(0)
+        await settle()
+        while out := [s for s in client.sent if not s.reply.done()]:
+            soonest = min(out, key=lambda s: s.at + seconds(s))  # on a tie, the one sent first
+            clock.now = soonest.at + seconds(soonest)
+            client.end(soonest)
+            await settle()
+        return teacher, client, await asyncio.gather(*tasks)
     return asyncio.run(main())
 
 
@@ -149,7 +223,7 @@ def test_a_slot_is_given_to_the_next_request_the_moment_its_choice_ends():
                 done.append(name)
             try:
                 wide = asyncio.create_task(one("wide", 2))
-                await asyncio.sleep(0.05)  # the wide request takes both slots first
+                await asyncio.sleep(0)  # the wide request takes both slots first
                 await asyncio.gather(wide, one("narrow", 1))
             finally:
                 await client.aclose()
@@ -163,29 +237,14 @@ def test_a_slot_is_given_to_the_next_request_the_moment_its_choice_ends():
     assert [p.get("stream", False) for p in wide] == [True, False]
 
 
-def run_requests(fake, asks, *, capacity, gap=0.02):
-    """``asks``: (n, seed) requests started ``gap`` seconds apart, on whole (not streamed) replies."""
-    async def main():
-        client = OpenAIClient(ClientSettings(fake.url, max_concurrency=capacity), model="m")
-        teacher = Teacher(client, "m", capacity=capacity, stream_choices=False)
-        tasks = []
-        try:
-            for n, seed in asks:
-                tasks.append(asyncio.create_task(teacher.chat(msgs(seed), n=n, seed=seed, max_tokens=16)))
-                await asyncio.sleep(gap)
-            return await asyncio.gather(*tasks)
-        finally:
-            await client.aclose()
-    return asyncio.run(main())
-
-
 def test_a_freed_slot_goes_on_with_its_own_request_before_the_next_one_gets_it():
     """The slot holds the request's prompt: its next choices cost no prompt there, the next request's would."""
-    with FakeOpenAI(on_chat=lambda body: answer_n(body, delay=0.1)) as fake:
-        results = run_requests(fake, [(4, 100), (1, 200)], capacity=2)
-        posts = [(p.get("n", 1), p["seed"]) for p in fake.posts()]
-    assert posts == [(2, 100), (2, 100 + 2 * SEED_STEP), (1, 200)]
+    teacher, client, results = simulate([("A", 4, 100), ("B", 1, 200)], capacity=2, seconds=lambda s: 0.1)
+    assert client.asked() == [(2, 100), (2, 100 + 2 * SEED_STEP), (1, 200)]
+    assert [s.at for s in client.sent] == [0.0, 0.1, 0.2]
     assert [len(r.choices) for r in results] == [4, 1]
+    assert [text for text, _ in results[0].choices] == [
+        "seed 100 choice 0", "seed 100 choice 1", *(f"seed {100 + 2 * SEED_STEP} choice {i}" for i in range(2))]
 
 
 def test_only_the_slot_of_a_streamed_requests_first_choice_goes_on_with_it():
@@ -213,17 +272,16 @@ def test_only_the_slot_of_a_streamed_requests_first_choice_goes_on_with_it():
 
 
 def test_a_queued_request_takes_the_slots_it_finds_and_with_none_queued_free_slots_take_its_other_choices():
-    def reply(body):  # the second request's parts are slow, the first is quick
-        return answer_n(body, delay=0.1 if body["seed"] == 100 else 0.5)
-
-    with FakeOpenAI(on_chat=reply) as fake:
-        results = run_requests(fake, [(3, 100), (4, 200)], capacity=4)
-        posts = [(p.get("n", 1), p["seed"]) for p in fake.posts()]
+    # the second request's parts are slow, the first is quick
+    teacher, client, results = simulate([("A", 3, 100), ("B", 4, 200)], capacity=4,
+                                        seconds=lambda s: 0.1 if s.seed == 100 else 0.5)
     # the second did not wait for 4 free slots; when the first ended, its 3 slots took the second's other
     # choices (their prompt computed again) rather than idle
-    assert posts == [(3, 100), (1, 200), (3, 200 + SEED_STEP)]
+    assert client.asked() == [(3, 100), (1, 200), (3, 200 + SEED_STEP)]
+    assert [s.at for s in client.sent] == [0.0, 0.0, 0.1]
     assert [text for text, _ in results[1].choices] == [
         "seed 200 choice 0", *(f"seed {200 + SEED_STEP} choice {i}" for i in range(3))]
+    assert teacher.occupancy == [(0.0, 3), (0.0, 4), (0.1, 1), (0.1, 4), (0.5, 3), (0.6, 0)]
 
 
 def test_slots_busy_is_the_share_of_slot_time_held():
@@ -269,61 +327,42 @@ def test_a_failed_request_raises_and_gives_its_slots_back():
         seeds = [p["seed"] for p in fake.posts()]
     assert isinstance(failed, APIError) and len(fine.choices) == 3
     assert seeds.count(100) == 1  # nothing more of the failed request went out
-    assert teacher._free == teacher.capacity and not teacher._started
+    assert teacher.slots.free == teacher.capacity and not teacher.slots.started and not teacher.slots.held
 
 
 def test_a_cancelled_request_stops_its_parts_and_gives_its_slots_back():
     async def main():
-        client = OpenAIClient(ClientSettings(fake.url, max_concurrency=2), model="m")
-        teacher = Teacher(client, "m", stream_choices=False)
-        try:
-            slow = asyncio.create_task(teacher.chat(MSGS, n=4, seed=100, max_tokens=8))
-            await asyncio.sleep(0.1)
-            slow.cancel()
-            await asyncio.gather(slow, return_exceptions=True)
-            await asyncio.sleep(0.05)
-            free = teacher._free
-            quick = await teacher.chat(MSGS, n=2, seed=200, max_tokens=8)
-        finally:
-            await client.aclose()
-        return free, teacher, quick
+        client = ScriptedClient(Clock())
+        teacher = Teacher(client, "m", capacity=2, stream_choices=False)
+        slow = asyncio.create_task(teacher.chat(MSGS, n=4, seed=100, max_tokens=8))
+        await settle()
+        assert client.asked() == [(2, 100)]
+        slow.cancel()
+        await asyncio.gather(slow, return_exceptions=True)
+        await settle()
+        free, started = teacher.slots.free, bool(teacher.slots.started)
+        quick = asyncio.create_task(teacher.chat(MSGS, n=2, seed=200, max_tokens=8))
+        await settle()
+        client.end(client.sent[-1])
+        return free, started, client, await quick
 
-    with FakeOpenAI(on_chat=lambda body: answer_n(body, delay=0.5 if body["seed"] == 100 else 0)) as fake:
-        free, teacher, quick = asyncio.run(main())
-        seeds = [p["seed"] for p in fake.posts()]
-    assert free == 2 and not teacher._started and len(quick.choices) == 2
+    free, started, client, quick = asyncio.run(main())
+    seeds = [s.seed for s in client.sent]
+    assert free == 2 and not started and len(quick.choices) == 2
+    assert client.sent[0].reply.cancelled()  # its part stopped
     assert seeds.count(100) == 1 and 100 + 2 * SEED_STEP not in seeds
 
 
 def prompts_in_order(asks, *, capacity, slow):
     """``asks``: prompts (or (prompt, choices)) sent in this order, all at once, to a teacher with ``capacity``
-    slots; those in ``slow`` take long. Returns the server's requests as (prompt, choices), in the order it
-    got them, and when each was sent (seconds from the first)."""
-    def reply(body):
-        content = body["messages"][0]["content"]
-        return answer_n(body, delay=0.4 if content in slow else 0.05)
-
-    async def main():
-        client = OpenAIClient(ClientSettings(fake.url, max_concurrency=capacity), model="m")
-        teacher = Teacher(client, "m", capacity=capacity, stream_choices=False)
-        try:
-            tasks = []
-            for i, ask in enumerate(asks):  # in this order: the queue's
-                prompt, n = (ask, 1) if isinstance(ask, str) else ask
-                tasks.append(asyncio.create_task(teacher.chat([{"role": "user", "content": prompt}], n=n, seed=i)))
-                await asyncio.sleep(0)
-            await asyncio.gather(*tasks)
-        finally:
-            await client.aclose()
-        return teacher
-
-    with FakeOpenAI(on_chat=reply) as fake:
-        teacher = asyncio.run(main())
-        order = [(p["messages"][0]["content"], p.get("n", 1)) for p in fake.posts()]
-    assert not teacher._held and teacher._free == capacity  # every hold given back
-    starts = sorted(b[0] for b in teacher.busy)
-    # the first requests race to the server: their order there is not the queue's
-    return sorted(order[:capacity]) + order[capacity:], [t - starts[0] for t in starts]
+    slots; those in ``slow`` take 0.4 s, the others 0.05 s (on a fake clock). Returns the requests as
+    (prompt, choices), in the order they were sent, and when each was sent."""
+    asks = [(ask, 1) if isinstance(ask, str) else ask for ask in asks]
+    teacher, client, _ = simulate([(prompt, n, i) for i, (prompt, n) in enumerate(asks)], capacity=capacity,
+                                  seconds=lambda s: 0.4 if s.prompt in slow else 0.05)
+    assert not teacher.slots.held and teacher.slots.free == capacity  # every hold given back
+    assert sorted(b[0] for b in teacher.busy) == [s.at for s in client.sent]
+    return [(s.prompt, s.n) for s in client.sent], [s.at for s in client.sent]
 
 
 def test_a_slot_with_no_prompt_of_use_takes_a_request_whose_prompt_no_busy_slot_holds():
@@ -342,4 +381,4 @@ def test_with_every_queued_prompt_held_a_free_slot_takes_the_first_rather_than_w
     order, starts = prompts_in_order(["P", "Q", ("P", 2)], capacity=2, slow={"P"})
     # Q's slot took one choice (its prompt computed again) when Q ended; the other went on there after it
     assert order == [("P", 1), ("Q", 1), ("P", 1), ("P", 1)]
-    assert starts[2] < 0.3  # when Q ended (0.05 s), not the first P (0.4 s)
+    assert starts == [0.0, 0.0, 0.05, 0.4]  # the third when Q ended, not when the first P did

@@ -91,6 +91,7 @@ def test_pinned_losses_and_run_folder(tiny_model_dir, small_dataset, tmp_path):
     assert losses(run)[:3] == pytest.approx([5.544113, 5.560605, 5.489568], abs=2e-4)
     info = json.loads((run / "training.json").read_text())
     assert set(info["phases"]) == {"knowledge", "skills"}
+    assert list(info)[-3:] == ["finished", "schema_version", "complete"] and info["complete"] is True
     assert info["settings"]["lora_rank"] == 4 and info["settings"]["method"] == "lora"
     assert info["data"]["skills"]["train"]["kept"] == 5  # 4 skills + 1 replayed knowledge sample (20 %)
     manifest = json.loads((run / "data_manifest.json").read_text())
@@ -118,6 +119,19 @@ def test_rerun_of_a_finished_run_does_nothing_and_other_settings_are_refused(tin
     train(replace(cfg, learning_rate=1e-3), model=str(tiny_model_dir), data_path=small_dataset, output_dir=run,
           fresh=True)
     assert json.loads((run / "training.json").read_text())["settings"]["learning_rate"] == 1e-3
+
+
+def test_a_run_stopped_before_its_completion_marker_is_finished_by_a_rerun(tiny_model_dir, small_dataset, tmp_path):
+    cfg = replace(FAST, epochs=1, strategy="skills-only")
+    run = train(cfg, model=str(tiny_model_dir), data_path=small_dataset, output_dir=tmp_path / "run")
+    weights = final_weights(run)
+    info = json.loads((run / "training.json").read_text())
+    del info["finished"]
+    (run / "training.json").write_text(json.dumps({**info, "complete": False}))  # as if killed after final/
+    train(cfg, model=str(tiny_model_dir), data_path=small_dataset, output_dir=run)
+    again = json.loads((run / "training.json").read_text())
+    assert again["complete"] is True and "finished" in again and len(again["resumed"]) == 1
+    assert all(torch.equal(weights[k], v) for k, v in final_weights(run).items())
 
 
 def test_skills_only_trains_one_phase_without_replay(tiny_model_dir, small_dataset, tmp_path):

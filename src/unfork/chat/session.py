@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from unfork.errors import UserError
+from unfork.tokens import estimate_tokens
 
 Message = dict[str, Any]
 
@@ -21,16 +22,8 @@ MESSAGE_OVERHEAD = 8
 """Tokens a chat template adds around each message (role markers, separators)."""
 
 
-def estimate_tokens(text: str) -> int:
-    """An upper-bound guess without a tokenizer: one token per 3 bytes of UTF-8.
-
-    English runs near 4 bytes a token and CJK near 3, so this overestimates
-    rather than overflows; a server's ``ContextOverflowError`` is the backstop.
-    """
-    return len(text.encode("utf-8")) // 3 + 1
-
-
 def estimate_messages(messages: list[Message]) -> int:
+    """An upper-bound guess at a conversation's tokens; a server's ``ContextOverflowError`` is the backstop."""
     return sum(estimate_tokens(str(m.get("content") or "")) + MESSAGE_OVERHEAD for m in messages) + 3
 
 

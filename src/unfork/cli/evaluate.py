@@ -55,9 +55,11 @@ def test(model: str | None, base_model: str | None, data_path: Path | None, max_
     dataset = dataset_for(target.run, data_path)
     items = read_test_split(dataset)
     if not items:
+        from unfork.contracts import DatasetFolder
         from unfork.errors import UserError
 
-        raise UserError(f"{dataset} has no test questions (test_skills.jsonl, test_knowledge.jsonl)")
+        raise UserError(f"{dataset} has no test questions "
+                        f"({DatasetFolder.TEST_SKILLS}, {DatasetFolder.TEST_KNOWLEDGE})")
     items = items[:limit] if limit else items
     _err(f"Test split: {len(items)} questions from {dataset}")
     result = compare(target.model, target.base_model, items, max_tokens=max_tokens, echo=_err)
@@ -142,7 +144,9 @@ def evaluate(benchmark: str, model: str | None, base_model: str | None, judge_en
 
 def _default_output_dir(run: Path | None) -> Path:
     if run is not None:
-        return run / "eval"
+        from unfork.contracts import TrainingRun
+
+        return TrainingRun(run).eval_dir
     from unfork.paths import get_paths
 
     return get_paths().runs_dir / "eval"

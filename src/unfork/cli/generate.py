@@ -18,14 +18,17 @@ from unfork.cli.options import collect, config_options
 @click.option("--endpoint-url", "endpoint_url", multiple=True,
               help="OpenAI-compatible teacher endpoint (repeat to spread requests over several servers). "
                    "Default: start the configured teacher locally.")
-@click.option("--model", default=None, help="Model name to send to the endpoint. Default: the server's first model; "
-              "without --endpoint-url: the teacher to serve (default models.teacher).")
-@click.option("--api-key", default=None, envvar="UNFORK_TEACHER_API_KEY", help="API key for the endpoints.")
+@config_options("generate", "endpoint_model")
+@click.option("--teacher", default=None, help="Teacher to serve locally when no endpoint is given "
+              "(catalog name or path). Default: models.teacher.")
+@click.option("--model", default=None, hidden=True, help="Old name of --endpoint-model (with an endpoint) or --teacher.")
+@click.option("--api-key", default=None, envvar="UNFORK_TEACHER_API_KEY",
+              help="API key for the endpoints. [config: generate.api_key]")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
               help="Dataset folder. Default: <data dir>/datasets/<timestamp>.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def generate(taxonomy_path: str | None, taxonomy_base: str | None, endpoint_url: tuple[str, ...], model: str | None,
-             api_key: str | None, output_dir: str | None, quiet: bool, **flags) -> None:
+def generate(taxonomy_path: str | None, taxonomy_base: str | None, endpoint_url: tuple[str, ...], teacher: str | None,
+             model: str | None, api_key: str | None, output_dir: str | None, quiet: bool, **flags) -> None:
     """Generate synthetic training data from the new or changed taxonomy leaves.
 
     Each leaf's seed examples go through the pipeline's steps (generate,
@@ -35,29 +38,39 @@ def generate(taxonomy_path: str | None, taxonomy_base: str | None, endpoint_url:
     """
     from unfork.config import load_config
     from unfork.sdg.report import stderr_console
-    from unfork.sdg.run import GenerateRequest, generate_dataset
+    from unfork.sdg.run import GenerateRequest, InvalidLeaves, generate_dataset
 
-    overrides = collect("generate", flags)
+    overrides = {**collect("generate", flags), "generate.api_key": api_key, "models.teacher": teacher}
     if endpoint_url:
         overrides["generate.endpoint_urls"] = list(endpoint_url)
     cfg = load_config(overrides=overrides)
     g = cfg.generate
+    if model is not None:  # the old flag meant the endpoint's model name with an endpoint, else the teacher
+        new = "--endpoint-model" if g.endpoint_urls else "--teacher"
+        click.echo(f"note: --model is deprecated; read as {new} {model}", err=True)
+        cfg = load_config(overrides={"generate.endpoint_model" if g.endpoint_urls else "models.teacher": model,
+                                     **{k: v for k, v in overrides.items() if v is not None}})
+        g = cfg.generate
     console = stderr_console()
-    req = GenerateRequest(
-        taxonomy=Path(taxonomy_path) if taxonomy_path else cfg.taxonomy_path(),
-        base=taxonomy_base or cfg.taxonomy.base, pipeline=g.pipeline, num_samples=g.num_samples,
-        max_concurrency=g.max_concurrency, endpoint_urls=list(g.endpoint_urls),
-        model=model if g.endpoint_urls else None, api_key=api_key,
-        teacher_model=cfg.models.teacher if g.endpoint_urls or not model else model,
-        output_dir=Path(output_dir) if output_dir else None, seed=g.seed)
+    req = GenerateRequest(taxonomy=Path(taxonomy_path) if taxonomy_path else cfg.taxonomy_path(),
+                          base=taxonomy_base or cfg.taxonomy.base, teacher=cfg.models.teacher,
+                          output_dir=Path(output_dir) if output_dir else None)
     if g.num_samples < 1 or g.max_concurrency < 1:
         raise click.UsageError("--num-samples and --max-concurrency must be at least 1")
-    out, manifest = generate_dataset(req, console=console, show_progress=not quiet,
-                                     echo=lambda msg: console.print(msg, highlight=False, soft_wrap=True))
-    files = manifest["files"]
-    console.print(f"Dataset: {out}\n  train: {files['train_all.jsonl']} samples "
-                  f"({files['train_knowledge.jsonl']} knowledge, {files['train_skills.jsonl']} skills), "
-                  f"test: {files['test_all.jsonl']}", highlight=False)
+    try:
+        out, manifest = generate_dataset(req, g, console=console, show_progress=not quiet,
+                                         echo=lambda msg: console.print(msg, highlight=False, soft_wrap=True))
+    except InvalidLeaves as exc:
+        from unfork.taxonomy.output import print_reports
+
+        print_reports(exc.reports, "text")
+        raise
+    from unfork.contracts import DatasetFolder, DatasetManifest
+
+    m, d = DatasetManifest.from_dict(manifest), DatasetFolder
+    console.print(f"Dataset: {out}\n  train: {m.count(d.TRAIN_ALL)} samples "
+                  f"({m.count(d.TRAIN_KNOWLEDGE)} knowledge, {m.count(d.TRAIN_SKILLS)} skills), "
+                  f"test: {m.count(d.TEST_ALL)}", highlight=False)
 
 
 @click.command("list")

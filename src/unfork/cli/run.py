@@ -15,30 +15,17 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-# Settings of the main job that differ from the stand-alone commands' defaults: it must
-# teach a 135M student something within ~20 minutes on a 2-core laptop CPU (AVX-512 BF16).
-# - The default teacher (1.5B) with the simple pipeline (no judge requests): it writes the
-#   data in ~4 minutes there, and keeps far more of it than the fast 0.5B teacher (36 of 54
-#   knowledge pairs against 34 of 155). --teacher and --pipeline choose others ('full' on a
-#   GPU or a remote endpoint).
-# - Knowledge is learnt closed-book, from 60 Q&A and the document's own paragraphs, over 8
-#   epochs (memorising numbers and names takes many passes: on one dataset the exam gain
-#   was +7 points after 4 epochs, +26 after 8 and +31 after 12), and the skills phase gets 3
-#   (its held-out loss is lowest after 2-3). Each phase keeps its last epoch
-#   (train.keep_epoch), since the held-out loss on the 15 seed answers bottoms out before
-#   the exam score does. No RAFT copies (mix knowledge_raft): each carries two document
-#   chunks, so they would double the knowledge phase's time for a skill (answering from
-#   given documents) the exam does not test.
-# - 1024 tokens per forward: a full fine-tune under bf16 autocast casts every weight once per
-#   forward, so bigger forwards are faster (SmolLM2: 265 tokens/s against 241 at the default 512,
-#   which suits LoRA's memory); the main job's 4.5 GB peak fits a laptop.
-MAIN_JOB = {"teacher": "config", "pipeline": "simple", "num_samples": 10, "knowledge_samples": 60,
-            "epochs": 3, "knowledge_epochs": 8, "method": "full", "learning_rate": 3e-4,
-            "keep_epoch": "last", "micro_batch_tokens": 1024, "mix": {"knowledge_raft": False}}
+from unfork.config import load_profile
+
+if TYPE_CHECKING:
+    from unfork.taxonomy.leaf import Leaf
+
+# The main job's settings (profiles/main.yaml says why each differs from the defaults).
+PROFILE = load_profile("main")
 
 
 class Run:
@@ -60,7 +47,9 @@ class Run:
 
     def save(self) -> None:
         self.data["total_seconds"] = round(sum(self.data["stage_seconds"].values()), 1)
-        self.path.write_text(json.dumps(self.data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        from unfork.fsio import atomic_write_text
+
+        atomic_write_text(self.path, json.dumps(self.data, indent=2, ensure_ascii=False) + "\n")
 
 
 @click.command()
@@ -70,19 +59,19 @@ class Run:
               "for the example, taxonomy.base from the config otherwise.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
               help="Run folder. Default: <data dir>/runs/<timestamp>. Give the folder of a stopped run to resume it.")
-@click.option("--pipeline", default=MAIN_JOB["pipeline"], show_default=True,
+@click.option("--pipeline", default=PROFILE["generate.pipeline"], show_default=True,
               help="SDG pipeline: simple, full (with judges; slow on a CPU teacher) or a folder.")
-@click.option("--num-samples", type=int, default=MAIN_JOB["num_samples"], show_default=True,
+@click.option("--num-samples", type=int, default=PROFILE["generate.num_samples"], show_default=True,
               help="Accepted samples to aim for per skill leaf.")
-@click.option("--knowledge-samples", type=int, default=MAIN_JOB["knowledge_samples"], show_default=True,
+@click.option("--knowledge-samples", type=int, default=PROFILE["generate.knowledge_samples"], show_default=True,
               help="Accepted samples to aim for per knowledge leaf.")
-@click.option("--epochs", type=int, default=MAIN_JOB["epochs"], show_default=True,
+@click.option("--epochs", type=int, default=PROFILE["train.epochs"], show_default=True,
               help="Training epochs of the skills phase (and of the knowledge phase, unless --knowledge-epochs).")
-@click.option("--knowledge-epochs", type=int, default=MAIN_JOB["knowledge_epochs"], show_default=True,
+@click.option("--knowledge-epochs", type=int, default=PROFILE["train.knowledge_epochs"], show_default=True,
               help="Training epochs of the knowledge phase (memorising facts takes more passes).")
-@click.option("--method", type=click.Choice(["lora", "full"]), default=MAIN_JOB["method"], show_default=True,
+@click.option("--method", type=click.Choice(["lora", "full"]), default=PROFILE["train.method"], show_default=True,
               help="Fine-tuning method (full fine-tuning suits the small default student best).")
-@click.option("--teacher", default=MAIN_JOB["teacher"], show_default=True,
+@click.option("--teacher", default="config", show_default=True,
               help="Teacher for data generation, the exam and judging (catalog name or path); 'config': "
               "models.teacher from the config (by default qwen2.5-coder-1.5b-instruct).")
 @click.option("--skip-eval", is_flag=True, help="Stop after training (no evaluation, a report without scores).")
@@ -102,24 +91,28 @@ def run(taxonomy_path: str | None, taxonomy_base: str | None, output_dir: str | 
     from unfork.config import load_config
     from unfork.paths import get_paths
 
-    cfg = load_config(overrides={"models.teacher": None if teacher == "config" else teacher,
-                                 "generate.pipeline": pipeline, "train.epochs": epochs,
-                                 "train.knowledge_epochs": knowledge_epochs, "train.method": method,
-                                 "train.learning_rate": MAIN_JOB["learning_rate"] if method == "full" else None,
-                                 "train.keep_epoch": MAIN_JOB["keep_epoch"],
-                                 "train.micro_batch_tokens": MAIN_JOB["micro_batch_tokens"]})
-    out = Path(output_dir) if output_dir else get_paths().runs_dir / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
+    profile = dict(PROFILE)
+    if method != profile["train.method"]:  # the profile's learning rate suits its own method only
+        del profile["train.learning_rate"]
+    cfg = load_config(overrides={**profile, "models.teacher": None if teacher == "config" else teacher,
+                                 "generate.pipeline": pipeline, "generate.num_samples": num_samples,
+                                 "generate.knowledge_samples": knowledge_samples, "train.epochs": epochs,
+                                 "train.knowledge_epochs": knowledge_epochs, "train.method": method})
+    from unfork.fsio import run_folder
+
+    # Held until the command ends, so no second run writes into this folder meanwhile.
+    out = click.get_current_context().with_resource(run_folder(
+        Path(output_dir) if output_dir else None, get_paths().runs_dir, time.strftime("%Y%m%d-%H%M%S")))
     settings = {"teacher": cfg.models.teacher, "student": cfg.models.student, "num_samples": num_samples,
                 "knowledge_samples": knowledge_samples, "pipeline": cfg.generate.pipeline, "epochs": epochs,
-                "knowledge_epochs": knowledge_epochs,
-                "method": method, "learning_rate": cfg.train.learning_rate, "keep_epoch": cfg.train.keep_epoch, "mix": MAIN_JOB["mix"]}
+                "knowledge_epochs": knowledge_epochs, "method": method, "learning_rate": cfg.train.learning_rate,
+                "keep_epoch": cfg.train.keep_epoch, "mix": cfg.generate.mix}
     job = Run(out, settings)
 
     with job.stage("validate", "Validate: which leaves changed, and are they valid?"):
-        root, base = validate(job, taxonomy_path, taxonomy_base, cfg)
+        root, base, leaves = validate(job, taxonomy_path, taxonomy_base, cfg)
     with job.stage("generate", f"Generate: the teacher {cfg.models.teacher} writes training data"):
-        dataset = generate(job, cfg, root, base, num_samples, knowledge_samples)
+        dataset = generate(job, cfg, root, base, leaves)
     with job.stage("train", f"Train: {cfg.models.student} learns it ({method})"):
         train_dir = train(job, cfg, dataset)
     results: list[dict[str, Any]] = []
@@ -139,11 +132,13 @@ def run(taxonomy_path: str | None, taxonomy_base: str | None, output_dir: str | 
     click.echo(f"  export to GGUF: unfork model convert {train_dir} --to gguf")
 
 
-def validate(job: Run, taxonomy_path: str | None, taxonomy_base: str | None, cfg: Any) -> tuple[Path, str]:
+def validate(job: Run, taxonomy_path: str | None, taxonomy_base: str | None,
+             cfg: Any) -> tuple[Path, str, list[Leaf]]:
+    """The taxonomy, its base and its changed leaves, validated once here for every later stage."""
     from unfork.taxonomy.diff import taxonomy_diff
     from unfork.taxonomy.examples import prepare_example_taxonomy
+    from unfork.taxonomy.leaf import check_leaves
     from unfork.taxonomy.output import print_reports
-    from unfork.taxonomy.validate import validate_files
 
     if taxonomy_path:
         root, base = Path(taxonomy_path), taxonomy_base or cfg.taxonomy.base
@@ -154,59 +149,56 @@ def validate(job: Run, taxonomy_path: str | None, taxonomy_base: str | None, cfg
         base = taxonomy_base or "main"
         click.echo(f"Example taxonomy in {root}")
     diff = taxonomy_diff(root, base)
-    reports = validate_files(diff.leaves + diff.misnamed, root)
+    checked = check_leaves(diff.leaves + diff.misnamed, root)
+    reports = [report for report, _ in checked]
     status = print_reports(reports, "text", color=sys.stdout.isatty())
     job.data.update(taxonomy=str(root), base=base, merge_base=diff.merge_base,
                     leaves=[{"path": r.path, "kind": r.kind, "valid": r.ok,
-                             "seed_examples": _seed_count(root, r.path) if r.ok else None} for r in reports])
+                             "seed_examples": len(leaf.seed_rows()) if leaf else None} for r, leaf in checked])
     if status:
         job.save()
         raise click.ClickException("fix the errors above, then run again")
     if not reports:
         raise click.ClickException(f"no new or changed leaf against '{base}' in {root}: nothing to teach "
                                    "(use --taxonomy-base empty to teach every leaf)")
-    return root, base
+    return root, base, [leaf for _, leaf in checked if leaf is not None]
 
 
-def _seed_count(root: Path, rel: str) -> int:
-    """Seed question/answer pairs of a valid leaf (knowledge: every pair of every context)."""
-    from unfork.sdg.leaves import read_leaf
-
-    path = Path(rel) if Path(rel).is_absolute() else root / rel
-    return len(read_leaf(path, root).columns["seed_examples"])
-
-
-def generate(job: Run, cfg: Any, root: Path, base: str, num_samples: int, knowledge_samples: int) -> Path:
+def generate(job: Run, cfg: Any, root: Path, base: str, leaves: list[Leaf]) -> Path:
     from unfork.sdg.report import stderr_console
     from unfork.sdg.run import GenerateRequest, generate_dataset
 
     console = stderr_console()
-    req = GenerateRequest(taxonomy=root, base=base, pipeline=cfg.generate.pipeline, num_samples=num_samples,
-                          knowledge_samples=knowledge_samples, max_concurrency=cfg.generate.max_concurrency,
-                          endpoint_urls=list(cfg.generate.endpoint_urls), teacher_model=cfg.models.teacher,
-                          output_dir=job.out / "dataset", seed=cfg.generate.seed, mix=MAIN_JOB["mix"])
-    out, manifest = generate_dataset(req, console=console, show_progress=sys.stderr.isatty(),
-                                     echo=lambda m: console.print(m, highlight=False, soft_wrap=True))
-    job.data["dataset"] = {"path": str(out), "files": manifest["files"],
+    req = GenerateRequest(taxonomy=root, base=base, teacher=cfg.models.teacher, output_dir=job.out / "dataset")
+    out, manifest = generate_dataset(req, cfg.generate, console=console, show_progress=sys.stderr.isatty(),
+                                     echo=lambda m: console.print(m, highlight=False, soft_wrap=True), leaves=leaves)
+    from unfork.contracts import DatasetManifest
+
+    written = DatasetManifest.from_dict(manifest)
+    job.data["dataset"] = {"path": str(out), "files": written.files,
                            "leaves": {e["leaf"]: {k: e[k] for k in ("accepted", "rejected", "train_samples")}
-                                      for e in manifest["leaves"]}}
+                                      for e in written.leaves}}
     return out
 
 
 def train(job: Run, cfg: Any, dataset: Path) -> Path:
+    from unfork.contracts import TrainingRun
     from unfork.train.recipe import train as run_training
 
     run_dir = run_training(cfg.train, model=cfg.models.student, data_path=dataset, output_dir=job.out / "train")
-    info = json.loads((run_dir / "training.json").read_text(encoding="utf-8"))
-    job.data["training"] = {"path": str(run_dir), "base_model": info["settings"]["model"],
-                            "phases": info.get("phases", {}), "dtype": info.get("dtype")}
+    info = TrainingRun(run_dir).read_info()
+    if info is None:
+        raise click.ClickException(f"training wrote no readable {TrainingRun(run_dir).info_path}")
+    job.data["training"] = {"path": str(run_dir), "base_model": info.base_model, "phases": info.phases,
+                            "dtype": info.dtype}
     return run_dir
 
 
 def evaluate(job: Run, cfg: Any, train_dir: Path, dataset: Path) -> tuple[list[dict[str, Any]], list[dict] | None]:
+    from unfork.contracts import TrainingRun
     from unfork.eval.knowledge import run_knowledge
 
-    trained = str(train_dir / "final")
+    trained = str(TrainingRun(train_dir).final)
     base_model = job.data["training"]["base_model"]
     eval_dir = job.out / "eval"
     results = []
@@ -251,8 +243,10 @@ def evaluate(job: Run, cfg: Any, train_dir: Path, dataset: Path) -> tuple[list[d
 
 def _run_skills(trained: str, base_model: str, dataset: Path, eval_dir: Path, teacher: str,
                 judge_url: str | None) -> dict[str, Any] | None:
-    manifest = json.loads((dataset / "manifest.json").read_text(encoding="utf-8"))
-    if not manifest["files"].get("test_skills.jsonl"):
+    from unfork.contracts import DatasetFolder
+
+    manifest = DatasetFolder(dataset).read_manifest()
+    if manifest is None or not manifest.count(DatasetFolder.TEST_SKILLS):
         return None
     from unfork.eval.judge import open_judge
     from unfork.eval.skills import run_skills

@@ -34,6 +34,7 @@ from unfork.client.base import (
     ClientSettings,
     ContextOverflowError,
     EndpointUnreachableError,
+    FatalClientError,
     Message,
     ModelInfo,
     NotFoundError,
@@ -43,6 +44,7 @@ from unfork.client.base import (
     StreamInterruptedError,
     Usage,
     normalize_base_url,
+    redact_url,
 )
 
 _ASYNC = ("OpenAIClient", "MultiClient", "ChatStream", "SyncClient", "make_client")
@@ -50,10 +52,10 @@ _BLOCKING = ("stream_chat_blocking", "BlockingStream")
 
 __all__ = [
     "APIError", "AuthenticationError", "BlockingStream", "ChatResult", "ChatStream", "ClientError",
-    "ClientSettings", "ContextOverflowError", "EndpointUnreachableError", "Message", "ModelInfo",
+    "ClientSettings", "ContextOverflowError", "EndpointUnreachableError", "FatalClientError", "Message", "ModelInfo",
     "MultiClient", "NotFoundError", "OpenAIClient", "RequestTimeoutError", "SSEDecoder", "Stats",
     "StreamInterruptedError", "SyncClient", "Usage", "make_client", "normalize_base_url",
-    "stream_chat_blocking",
+    "redact_url", "stream_chat_blocking",
 ]
 
 

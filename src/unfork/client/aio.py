@@ -35,6 +35,7 @@ from unfork.client.base import (
     _status_failure,
     log,
     normalize_base_url,
+    redact_url,
 )
 
 
@@ -42,8 +43,8 @@ def _import_httpx():  # noqa: ANN202
     """``import httpx`` without its command-line tool.
 
     httpx's ``__init__`` imports ``httpx._main``, which loads rich and pygments
-    when they are installed: 0.1-0.3 s of start-up that ``chat -qq`` would pay
-    for nothing. A ``None`` entry in ``sys.modules`` makes that import fail,
+    when they are installed: start-up time that ``chat -qq`` would pay for
+    nothing. A ``None`` entry in ``sys.modules`` makes that import fail,
     which httpx tolerates; the entry is removed afterwards.
     """
     if "httpx" in sys.modules:
@@ -103,7 +104,7 @@ class OpenAIClient:
         self._models_cache: list[ModelInfo] | None = None
 
     def __repr__(self) -> str:
-        return f"OpenAIClient({self.base_url!r})"
+        return f"OpenAIClient({redact_url(self.base_url)!r})"
 
     @property
     def base_url(self) -> str:
@@ -128,7 +129,7 @@ class OpenAIClient:
                 timeout=httpx.Timeout(s.timeout, connect=s.connect_timeout),
                 limits=httpx.Limits(max_connections=s.max_concurrency + 4,
                                     max_keepalive_connections=s.max_concurrency),
-                # No TLS context for plain http: loading the CA bundle costs ~0.2 s of start-up.
+                # No TLS context for plain http: loading the CA bundle slows start-up.
                 verify=s.verify_tls if s.base_url.startswith("https") else False,
                 transport=self._transport,
                 trust_env=False,
@@ -197,7 +198,7 @@ class OpenAIClient:
             self._down_until = time.monotonic() + min(300.0, cooldown * 2 ** self._times_down)
             self._times_down += 1
             self._consecutive_failures = 0
-            log.warning("endpoint %s keeps failing; skipping it for a while", self.base_url)
+            log.warning("endpoint %s keeps failing; skipping it for a while", redact_url(self.base_url))
 
     async def _model_for(self, model: str | None) -> str:
         """The model name to send: given, configured, or the server's first model."""
@@ -255,6 +256,15 @@ class OpenAIClient:
         payload = _payload(prompt=prompt, temperature=temperature, max_tokens=max_tokens, seed=seed,
                            stop=stop, stream=True, **extra)
         return ChatStream(self._pick_self, self.settings, self.stats, "/completions", payload, model)
+
+    async def request_json(self, method: str, path: str, payload: dict[str, Any] | None = None,
+                           *, timeout: float | None = None) -> Any:
+        """One HTTP request for a JSON reply, never retried, for a server's own extras (llama.cpp's
+        ``/tokenize``) whose absence the caller handles; raises a ``ClientError``."""
+        try:
+            return await self._attempt_json(method, path, payload, timeout=timeout)
+        except _Retryable as r:
+            raise r.error from r
 
     async def model_name(self, model: str | None = None) -> str:
         """The name requests will carry: ``model``, the client's, or the server's first model."""
@@ -518,7 +528,7 @@ class MultiClient:
         self._next = 0
 
     def __repr__(self) -> str:
-        return f"MultiClient({[c.base_url for c in self.clients]!r})"
+        return f"MultiClient({[redact_url(c.base_url) for c in self.clients]!r})"
 
     @property
     def stats(self) -> Stats:
@@ -533,7 +543,7 @@ class MultiClient:
         return s
 
     def endpoint_stats(self) -> dict[str, dict[str, int]]:
-        return {c.base_url: c.stats.as_dict() for c in self.clients}
+        return {redact_url(c.base_url): c.stats.as_dict() for c in self.clients}
 
     def _pick(self) -> OpenAIClient:
         now = time.monotonic()

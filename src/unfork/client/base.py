@@ -14,9 +14,9 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from unfork.errors import UserError
+from unfork.errors import UsageError, UserError
 
 log = logging.getLogger("unfork.client")
 
@@ -54,15 +54,50 @@ class ClientSettings:
 
 
 def normalize_base_url(url: str) -> str:
-    """``localhost:8000`` -> ``http://localhost:8000/v1``; keeps any explicit path."""
+    """``localhost:8000`` -> ``http://localhost:8000/v1``; keeps any explicit path.
+
+    Raises :class:`UsageError` for a URL no retry could make work (another scheme, no host, a bad port).
+    """
+    given = url
     url = url.strip()
     if "://" not in url:
         url = "http://" + url
     parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or not _port_ok(parts):
+        raise UsageError(f"endpoint URL {redact_url(given)!r} is not an http(s) URL with a host",
+                         hint="give it as http://HOST:PORT/v1 or https://HOST/v1")
     path = parts.path.rstrip("/")
     if not path:
         path = "/v1"
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def _port_ok(parts: SplitResult) -> bool:
+    try:
+        parts.port  # noqa: B018 - reading it checks it: a port that is not a number in range raises
+    except ValueError:
+        return False
+    return True
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of ``user:password@`` replaced by ``***``, so it can be shown and stored."""
+    scheme, sep, rest = url.partition("://")
+    prefix = scheme + sep if sep else ""
+    rest = rest if sep else url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{prefix}{userinfo.split(':', 1)[0]}:***@{host}{rest[end:]}"
+
+
+_URL_WITH_USER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#]*@")
+
+
+def redact_urls_in(text: str) -> str:
+    """``text`` with :func:`redact_url` applied to every URL in it that carries a user."""
+    return _URL_WITH_USER.sub(lambda m: redact_url(m.group(0)), text)
 
 
 def _root_url(base_url: str) -> str:
@@ -143,8 +178,17 @@ class Stats:
 class ClientError(UserError):
     """Talking to a model endpoint failed; the CLI prints it without a traceback."""
 
+    def __init__(self, message: str, hint: str | None = None):
+        # Messages name URLs (and quote errors that do): a password in one must not reach a screen or a log.
+        super().__init__(redact_urls_in(message), hint=redact_urls_in(hint) if hint else hint)
 
-class EndpointUnreachableError(ClientError):
+
+class FatalClientError(ClientError):
+    """Every later request to this endpoint would fail the same way, so a batch job stops instead of
+    recording one failure per request."""
+
+
+class EndpointUnreachableError(FatalClientError):
     """No connection could be made (refused, DNS, reset)."""
 
 
@@ -164,15 +208,15 @@ class APIError(ClientError):
         super().__init__(message, hint=hint)
         self.status_code = status_code
         self.server_message = server_message
-        self.url = url
+        self.url = redact_url(url)
         self.body = body
 
 
-class AuthenticationError(APIError):
+class AuthenticationError(APIError, FatalClientError):
     """401 or 403: a missing or wrong API key."""
 
 
-class NotFoundError(APIError):
+class NotFoundError(APIError, FatalClientError):
     """404: a wrong URL or an unknown model name."""
 
 

@@ -1,10 +1,9 @@
 """One streamed answer over the standard library's ``http.client``: the start-up-light path.
 
 ``unfork model chat -qq`` asks one question and exits, so what it costs is
-mostly Python start-up. httpx, anyio and asyncio together take a few tenths of
-a second to import; this module takes a few hundredths and shares with the
-async client everything that is not transport: settings, errors, the retry
-policy and the SSE parser.
+mostly Python start-up. httpx, anyio and asyncio are slow to import next to
+this module, which shares with the async client everything that is not
+transport: settings, errors, the retry policy and the SSE parser.
 """
 
 from __future__ import annotations

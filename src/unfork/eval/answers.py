@@ -1,7 +1,7 @@
 """Getting answers out of a model under evaluation: the base student, the trained one, or a served model.
 
-Small Hugging Face models (the students) run in this process: loading
-SmolLM2-135M takes a second and batched greedy decoding needs no server. A
+Small Hugging Face models (the students) run in this process: they load
+quickly and batched greedy decoding needs no server. A
 GGUF file, or any model behind an OpenAI-compatible endpoint, is asked through
 the client layer (a temporary llama.cpp server for a local GGUF).
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unfork.contracts import DatasetFolder, TrainingInfo, TrainingRun
 from unfork.errors import UserError
 
 NO_RUN_HINT = "run 'unfork model train' first, or pass --model and --base-model"
@@ -48,22 +49,23 @@ class Target:
 
 
 def newest_run(checkpoints_dir: Path | None = None) -> Path:
-    """The trained run whose ``training.json`` is newest and that has a ``final/`` model."""
+    """The finished trained run whose ``training.json`` is newest."""
     if checkpoints_dir is None:
         from unfork.paths import get_paths
 
         checkpoints_dir = get_paths().checkpoints_dir
-    runs = [p.parent for p in Path(checkpoints_dir).glob("*/training.json") if (p.parent / "final").is_dir()]
+    runs = [TrainingRun(p.parent) for p in Path(checkpoints_dir).glob(f"*/{TrainingRun.INFO}")]
+    runs = [r for r in runs if r.is_complete()]
     if not runs:
         raise UserError(f"no trained model yet in {checkpoints_dir}", hint=NO_RUN_HINT)
-    return max(runs, key=lambda r: ((r / "training.json").stat().st_mtime, r.name))
+    return max(runs, key=lambda r: (r.info_path.stat().st_mtime, r.root.name)).root
 
 
 def run_of(model: str | Path) -> Path | None:
     """The run folder of ``model`` when it is a run folder or its ``final/``, else None."""
     p = Path(model).expanduser()
-    for cand in (p, p.parent) if p.name == "final" else (p,):
-        if (cand / "training.json").is_file():
+    for cand in (p, p.parent) if p.name == TrainingRun.FINAL else (p,):
+        if TrainingRun(cand).info_path.is_file():
             return cand
     return None
 
@@ -78,12 +80,12 @@ def read_json(path: Path) -> dict[str, Any]:
 def resolve_target(model: str | None, base_model: str | None) -> Target:
     """``--model`` (default: the newest run's ``final/``) and ``--base-model`` (default: what that run started from)."""
     run = newest_run() if model is None else run_of(model)
-    info = read_json(run / "training.json") if run else {}
+    info = read_json(TrainingRun(run).info_path) if run else {}
     if model is None or (run is not None and Path(model).expanduser() == run):
         assert run is not None
-        model = str(run / "final")
+        model = str(TrainingRun(run).final)
     if base_model is None:
-        base_model = (info.get("settings") or {}).get("model")
+        base_model = TrainingInfo.from_dict(info).base_model
         if not base_model:
             raise UserError(f"cannot tell which base model {model} was trained from",
                             hint="pass --base-model (a catalog name or a model folder)")
@@ -97,14 +99,15 @@ def dataset_for(run: Path | None, data_path: str | Path | None) -> Path:
         if not p.is_dir():
             raise UserError(f"no such dataset folder: {p}", hint="pass a folder written by 'unfork data generate'")
         return p
-    if run is not None and (run / "data_manifest.json").is_file():
-        root = Path(read_json(run / "data_manifest.json").get("root", ""))
-        if root.is_dir() and any(root.glob("test_*.jsonl")):
+    if run is not None and TrainingRun(run).data_manifest_path.is_file():
+        root = Path(read_json(TrainingRun(run).data_manifest_path).get("root", ""))
+        if root.is_dir() and DatasetFolder(root).has_test_files():
             return root
     from unfork.paths import get_paths
 
     root = get_paths().datasets_dir
-    found = [d for d in root.glob("*") if d.is_dir() and any(d.glob("test_*.jsonl"))] if root.is_dir() else []
+    found = [d for d in root.glob("*") if d.is_dir() and DatasetFolder(d).has_test_files()
+             and DatasetFolder(d).is_complete()] if root.is_dir() else []
     if not found:
         raise UserError(f"no generated dataset in {root}", hint="run 'unfork data generate', or pass --data-path")
     return max(found, key=lambda d: (d.stat().st_mtime, d.name))
@@ -114,7 +117,7 @@ def read_test_split(dataset: Path, kinds: tuple[str, ...] = ("skills", "knowledg
     """The seed examples of ``test_<kind>.jsonl`` for each kind (missing files are simply empty)."""
     items = []
     for kind in kinds:
-        path = Path(dataset) / f"test_{kind}.jsonl"
+        path = DatasetFolder(Path(dataset)).test_file(kind)
         if not path.is_file():
             continue
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):

@@ -13,8 +13,8 @@ Three sources of questions, in order of preference:
   one file per subject, as in MMLU's ``data/test/``): scored here;
 * nothing: the small set bundled with unfork (``general_questions.jsonl``),
   easy facts over six subjects, written for this project. Its arithmetic
-  choices are sentences ("The answer is 4."): scored per byte, a bare digit
-  left SmolLM2-135M below chance (2/10), the sentence gets 8/10.
+  choices are sentences ("The answer is 4."), since per-byte scoring of a
+  bare digit leaves a small model guessing.
 
 Scoring is lm-evaluation-harness's ``acc_norm`` way: the option with the highest
 log-likelihood per byte is the model's choice. A model behind an endpoint
@@ -327,7 +327,7 @@ def run_general(model: str, base_model: str, *, tasks_path: str | Path | None = 
         trained_name, trained = _score_model(open_, model, questions, system)
         result = summarize(questions, base, trained, (base_name, trained_name), source)
     if output_dir:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "general.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        from unfork.eval.results import write_result
+
+        write_result(result, Path(output_dir))
     return result

@@ -12,6 +12,9 @@ a training sample. Base and trained models are scored the same
 way lm-evaluation-harness scores MMLU: the option with the highest
 log-likelihood per byte is the model's choice. Chance is 25%.
 
+The teacher's questions come from the built-in ``knowledge_exam`` SDG
+pipeline, which the SDG engine runs over the chunks with its journal and
+request log in the SDG cache, so an interrupted exam resumes where it stopped.
 The questions are cached in the dataset folder (``eval_knowledge.json``), so
 every model evaluated against that dataset gets the same exam.
 """
@@ -27,32 +30,25 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unfork.errors import UserError
 from unfork.sdg.facts import unsupported
+
+if TYPE_CHECKING:
+    from unfork.documents.chunk import Chunk
+    from unfork.sdg.dedup import RougeIndex
+    from unfork.sdg.engine import UnitOutcome
+    from unfork.sdg.pipeline import Pipeline
+    from unfork.taxonomy.leaf import Leaf
 
 QUESTIONS_FILE = "eval_knowledge.json"
 HOLD_OUT_ROUGE = 0.7  # a question this close (ROUGE-L) to a training question is not a fair test
 PER_CHUNK = 6  # most of a small teacher's questions fall to the filters; more per chunk make a steadier exam
 CHUNK_TOKENS = 350
 
-PROMPT = """Below is a passage from a document about {domain}.
-
-[PASSAGE]
-{chunk}
-[END OF PASSAGE]
-
-Write {n} questions about different facts stated in the passage: names, numbers, years, places. Each question must make sense without the passage: name the subject instead of saying "the passage". After each question, answer it with one short sentence that states the fact.
-
-Use exactly this format (shown with a made-up pair, not about the passage):
-
-Question: In which year did the Harlow Bridge open?
-Answer: The Harlow Bridge opened in 1932.
-"""
-# The example pair: without it the 1.5B teacher answered 27 of 48 questions with a bare "1683" or
-# "Petra Lusk", and a bare value scored as a whole reply tests the reply's form as much as the fact.
-# Its name and year are in no document, so a copied example fails the support check.
+EXAM_PIPELINE = "knowledge_exam"  # the built-in SDG pipeline that writes the questions
+EXAM_STEP = "exam_questions"
 
 _NUMBER = re.compile(r"\b\d{1,3}(?:,\d{3})+\b|\b\d+(?:\.\d+)?\b")
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:[' ](?:of |the )?[A-Z][a-z]+)*")
@@ -91,12 +87,26 @@ class ExamBuild:
 # --------------------------------------------------------------------------- building the exam
 
 
-def parse_pairs(raw: str) -> list[dict[str, str]]:
-    """``Question:``/``Answer:`` records of the teacher's reply (the parser the SDG pipelines use)."""
-    from unfork.sdg.parsers import labeled
+def exam_pipeline(per_chunk: int = PER_CHUNK) -> Pipeline:
+    """The exam's SDG pipeline, asking for ``per_chunk`` questions per chunk."""
+    import dataclasses
 
-    return labeled(raw, False, ["question", "answer"], labels={"question": ["Question", "Q"],
-                                                               "answer": ["Answer", "A"]}).items
+    from unfork.sdg.pipeline import load_pipeline
+
+    pipe = load_pipeline(EXAM_PIPELINE)
+    flow = pipe.flows["knowledge"]
+    steps = [dataclasses.replace(s, options={**s.options, "n": per_chunk, "max_tokens": 60 * per_chunk + 40})
+             if s.name == EXAM_STEP else s for s in flow.steps]
+    pipe.flows["knowledge"] = dataclasses.replace(flow, steps=steps)
+    return pipe
+
+
+def parse_pairs(raw: str) -> list[dict[str, str]]:
+    """``Question:``/``Answer:`` records of the teacher's reply, read as the exam pipeline reads them."""
+    from unfork.sdg.parsers import PARSERS
+
+    [spec] = [s for s in exam_pipeline().flows["knowledge"].steps if s.name == EXAM_STEP]
+    return PARSERS[spec.options["parser"]](raw, False, spec.writes, labels=spec.options["labels"]).items
 
 
 def _salient(text: str) -> set[str]:
@@ -203,7 +213,7 @@ def make_question(pair: dict[str, str], chunk: str, document: str,
 
 def knowledge_leaves(dataset: Path) -> tuple[Path, list[Any]]:
     """The taxonomy the dataset came from and its knowledge leaves (as the generator read them)."""
-    from unfork.sdg.leaves import read_leaf
+    from unfork.taxonomy.leaf import load_leaf
 
     manifest = _manifest(dataset)
     root = Path(manifest.get("settings", {}).get("taxonomy", ""))
@@ -213,7 +223,7 @@ def knowledge_leaves(dataset: Path) -> tuple[Path, list[Any]]:
     if not root.is_dir():
         raise UserError(f"the taxonomy {root} that {dataset} was generated from is gone",
                         hint="the knowledge benchmark reads the documents of its knowledge leaves")
-    return root, [read_leaf(root / rel / "qna.yaml", root) for rel in rels]
+    return root, [load_leaf(root / rel / "qna.yaml", root) for rel in rels]
 
 
 def training_questions(dataset: Path) -> list[str]:
@@ -228,70 +238,106 @@ def training_questions(dataset: Path) -> list[str]:
     return out
 
 
-async def _ask_teacher(client: Any, model: str | None, prompt: str, seed: int, per_chunk: int) -> str:
-    # Warmer than the data generator, so fewer questions repeat the training data's wording.
-    result = await client.chat([{"role": "user", "content": prompt}], model=model, temperature=0.7,
-                               max_tokens=60 * per_chunk + 40, seed=seed)
-    return result.text
+@dataclass
+class _LeafChunks:
+    leaf: Leaf
+    document: str  # all its documents, where distractors come from
+    chunks: list[Chunk]  # each one unit of the exam pipeline
+
+
+def _leaf_chunks(leaves: list[Leaf], root: Path) -> list[_LeafChunks]:
+    from unfork.documents.chunk import chunk_documents
+    from unfork.paths import get_paths
+    from unfork.sdg.run import leaf_documents
+
+    out = []
+    for leaf in leaves:
+        docs = leaf_documents(leaf, root, get_paths().cache_dir / "documents")
+        out.append(_LeafChunks(leaf, "\n\n".join(d.text for d in docs), chunk_documents(docs, max_tokens=CHUNK_TOKENS)))
+    return out
+
+
+async def _write_questions(parts: list[_LeafChunks], client: Any, model: str | None, per_chunk: int,
+                           seed: int) -> list[dict[int, UnitOutcome]]:
+    """Run the exam pipeline over every chunk, journaled per leaf in the SDG cache; each leaf's outcomes by chunk.
+
+    Chunk ``i`` over all leaves is asked with seed ``seed + i``, so the cache key holds each leaf's first seed.
+    """
+    from unfork.paths import get_paths
+    from unfork.sdg.engine import PlannedUnit, open_run, run_planned
+    from unfork.sdg.teacher import Teacher
+
+    pipeline = exam_pipeline(per_chunk)
+    teacher = Teacher(client, model, context_window=0)  # no window check: a prompt the server refuses costs its chunk
+    slots = asyncio.Semaphore(2 * teacher.capacity + 2)
+    runs, work, first = [], [], seed
+    try:
+        for part in parts:
+            settings = {"seed": first, "teacher": model, "per_chunk": per_chunk, "chunk_tokens": CHUNK_TOKENS}
+            run = open_run(part.leaf, pipeline, teacher, get_paths().cache_dir / "sdg", settings,
+                           target=len(part.chunks), seed=first)
+            runs.append(run)
+            units = [PlannedUnit(u, {"chunk": c.text}, first + u) for u, c in enumerate(part.chunks)]
+            work.append(run_planned(run, units, slots))
+            first += len(part.chunks)
+        return list(await asyncio.gather(*work))
+    finally:
+        for run in runs:
+            run.close()
 
 
 def build_exam(dataset: Path, client: Any, model: str | None, *, per_chunk: int = PER_CHUNK,
                seed: int = 7, echo: Callable[[str], None] = print) -> ExamBuild:
     """Ask the teacher (an async OpenAI client) for questions on every chunk of every knowledge document."""
-    from unfork.paths import get_paths
     from unfork.sdg.dedup import RougeIndex
-    from unfork.sdg.documents import chunk_documents
-    from unfork.sdg.leaves import load_documents
 
     root, leaves = knowledge_leaves(dataset)
     build = ExamBuild()
-    jobs = []
-    seeds = []
-    for leaf in leaves:
-        docs = load_documents(leaf, root, get_paths().cache_dir / "documents")
-        document = "\n\n".join(d.text for d in docs)
-        # The leaf's own seed questions are the test split: never trained on, written by the contributor.
-        seeds += [(leaf.rel, row, document) for row in leaf.columns.get("seed_examples") or []]
-        for chunk in chunk_documents(docs, max_tokens=CHUNK_TOKENS):
-            prompt = PROMPT.format(domain=leaf.columns.get("domain") or "a subject", chunk=chunk.text, n=per_chunk)
-            jobs.append((leaf.rel, chunk, document, prompt))
-    if not jobs:
+    parts = _leaf_chunks(leaves, root)
+    count = sum(len(p.chunks) for p in parts)
+    if not count:
         return build
-    echo(f"Writing the knowledge exam: {len(jobs)} document chunks, {per_chunk} questions each ...")
-
-    async def everything() -> list[str | BaseException]:
-        return await asyncio.gather(*(_ask_teacher(client, model, job[3], seed + i, per_chunk) for i, job in enumerate(jobs)),
-                                    return_exceptions=True)
-
-    replies = asyncio.run(_closing(client, everything()))
+    echo(f"Writing the knowledge exam: {count} document chunks, {per_chunk} questions each ...")
+    outcomes = asyncio.run(_closing(client, _write_questions(parts, client, model, per_chunk, seed)))
     held_out = RougeIndex(HOLD_OUT_ROUGE)
     for q in training_questions(dataset):
         held_out.add(q)
     seen = RougeIndex(0.7)
-    for rel, row, document in seeds:
-        rec, reason = make_question(row, row.get("context") or document, document, trusted=True)
-        if rec is None:
-            build.drop(f"seed: {reason}")
-            continue
-        seen.add(rec["question"])
-        build.questions.append(MCQuestion(rel, rec["question"], rec["correct"], rec["wrong"], "seed example"))
-    for (rel, chunk, document, _), reply in zip(jobs, replies, strict=True):
-        if isinstance(reply, BaseException):
-            build.drop(f"teacher error: {type(reply).__name__}")
-            continue
-        for pair in parse_pairs(reply)[:per_chunk]:
-            rec, reason = make_question(pair, chunk.text, document)
-            if rec and held_out.find(rec["question"])[1] is not None:
-                rec, reason = None, "close to a training question"
-            if rec and seen.find(rec["question"])[1] is not None:
-                rec, reason = None, "duplicate"
+    for part in parts:
+        # The leaf's own seed questions are the test split: never trained on, written by the contributor.
+        for row in part.leaf.columns.get("seed_examples") or []:
+            rec, reason = make_question(row, row.get("context") or part.document, part.document, trusted=True)
             if rec is None:
-                build.drop(reason)
+                build.drop(f"seed: {reason}")
                 continue
             seen.add(rec["question"])
-            build.questions.append(MCQuestion(rel, rec["question"], rec["correct"], rec["wrong"],
-                                              f"{chunk.doc}#{chunk.index}"))
+            build.questions.append(MCQuestion(part.leaf.rel, rec["question"], rec["correct"], rec["wrong"],
+                                              "seed example"))
+    for part, by_chunk in zip(parts, outcomes, strict=True):
+        for u, chunk in enumerate(part.chunks):
+            _add_questions(build, part, chunk, by_chunk[u], per_chunk, held_out, seen)
     return build
+
+
+def _add_questions(build: ExamBuild, part: _LeafChunks, chunk: Chunk, outcome: UnitOutcome, per_chunk: int,
+                   held_out: RougeIndex, seen: RougeIndex) -> None:
+    """The chunk's questions that pass every check, in the teacher's order; the others counted by reason."""
+    if outcome.failures:
+        cause = outcome.failures[0].cause
+        build.drop(f"teacher error: {type(cause).__name__}" if cause is not None else "teacher error")
+        return
+    for pair in outcome.accepted[:per_chunk]:
+        rec, reason = make_question(pair, chunk.text, part.document)
+        if rec and held_out.find(rec["question"])[1] is not None:
+            rec, reason = None, "close to a training question"
+        if rec and seen.find(rec["question"])[1] is not None:
+            rec, reason = None, "duplicate"
+        if rec is None:
+            build.drop(reason)
+            continue
+        seen.add(rec["question"])
+        build.questions.append(MCQuestion(part.leaf.rel, rec["question"], rec["correct"], rec["wrong"],
+                                          f"{chunk.doc}#{chunk.index}"))
 
 
 async def _closing(client: Any, coro: Any) -> Any:
@@ -331,9 +377,11 @@ def score_model(responder: Any, questions: list[MCQuestion], system: str | None)
 
 
 def _manifest(dataset: Path) -> dict[str, Any]:
-    path = dataset / "manifest.json"
+    from unfork.contracts import DatasetFolder
+
+    path = DatasetFolder(dataset).manifest_path
     if not path.is_file():
-        raise UserError(f"{dataset} is not a generated dataset (no manifest.json)",
+        raise UserError(f"{dataset} is not a generated dataset (no {DatasetFolder.MANIFEST})",
                         hint="pass --data-path with a folder written by unfork data generate")
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -408,7 +456,7 @@ def run_knowledge(model: str, base_model: str, *, data_path: str | Path | None =
     result["dataset"] = str(dataset)
     result["exam"] = {"questions": len(questions), "dropped": exam.get("dropped", {}), "teacher": exam.get("teacher")}
     if output_dir:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(output_dir) / "knowledge.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n",
-                                                         encoding="utf-8")
+        from unfork.eval.results import write_result
+
+        write_result(result, Path(output_dir))
     return result

@@ -15,6 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from unfork.contracts import DatasetFolder, DatasetManifest, TrainingRun
 from unfork.eval import svg
 
 EXAMPLES_PER_BENCHMARK = 3
@@ -57,14 +58,6 @@ class Code:
 
 
 # --------------------------------------------------------------------------- reading the run's files
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def loss_series(metrics: Path) -> dict[str, list[tuple[float, float]]]:
@@ -122,9 +115,9 @@ def _seed_count(leaf: dict[str, Any], manifest_leaves: dict[str, dict[str, Any]]
     return manifest_leaves.get(str(leaf.get("path")), {}).get("test_samples", "?")
 
 
-def taught_section(run: dict[str, Any], manifest: dict[str, Any] | None) -> Section:
+def taught_section(run: dict[str, Any], manifest: DatasetManifest | None) -> Section:
     sec = Section("What was taught")
-    by_leaf = {str(e.get("leaf")): e for e in (manifest or {}).get("leaves", [])}
+    by_leaf = {str(e.get("leaf")): e for e in (manifest.leaves if manifest else [])}
     leaves = run.get("leaves") or [{"path": rel, "kind": e.get("flow", "?")} for rel, e in by_leaf.items()]
     if not leaves:
         sec.parts.append("No taxonomy leaves were recorded for this run.")
@@ -136,18 +129,19 @@ def taught_section(run: dict[str, Any], manifest: dict[str, Any] | None) -> Sect
     return sec
 
 
-def data_section(dataset_dir: Path | None, manifest: dict[str, Any] | None) -> Section:
+def data_section(dataset_dir: Path | None, manifest: DatasetManifest | None) -> Section:
     sec = Section("Training data")
     if dataset_dir is None:
         sec.parts.append("No dataset folder was given: the data counts are missing.")
         return sec
     if manifest is None:
-        sec.parts.append(f"{dataset_dir} has no readable manifest.json: the data counts are missing.")
+        sec.parts.append(f"{dataset_dir} has no readable {DatasetFolder.MANIFEST}: the data counts are missing.")
         return sec
-    sec.parts.append(f"Generated into {dataset_dir} by the teacher {manifest.get('teacher', '?')} "
-                     f"with the pipeline {manifest.get('pipeline', {}).get('name', '?')}.")
+    teacher = "?" if manifest.teacher is None else manifest.teacher
+    sec.parts.append(f"Generated into {dataset_dir} by the teacher {teacher} "
+                     f"with the pipeline {manifest.pipeline.get('name', '?')}.")
     rows = []
-    for e in manifest.get("leaves", []):
+    for e in manifest.leaves:
         accepted, rejected = int(e.get("accepted", 0)), int(e.get("rejected", 0))
         reasons = ", ".join(f"{why} ({n})" for why, n in list(e.get("rejected_by_reason", {}).items())[:3])
         rows.append([e.get("leaf", "?"), e.get("flow", "?"), accepted + rejected, accepted, rejected,
@@ -155,9 +149,8 @@ def data_section(dataset_dir: Path | None, manifest: dict[str, Any] | None) -> S
     if rows:
         sec.parts.append(Table(["leaf", "kind", "generated", "accepted", "rejected", "train samples",
                                 "test samples", "main rejection reasons"], rows))
-    files = manifest.get("files", {})
-    if files:
-        sec.parts.append(Table(["file", "samples"], [[name, n] for name, n in files.items()]))
+    if manifest.files:
+        sec.parts.append(Table(["file", "samples"], [[name, n] for name, n in manifest.files.items()]))
     return sec
 
 
@@ -183,7 +176,7 @@ def training_section(train_dir: Path | None) -> tuple[Section, Chart | None]:
     if train_dir is None:
         sec.parts.append("No training run folder was given: there is no loss curve.")
         return sec, None
-    metrics = train_dir / "metrics.jsonl"
+    metrics = TrainingRun(train_dir).metrics_path
     series = loss_series(metrics) if metrics.is_file() else {}
     if not series:
         sec.parts.append(f"{metrics} is missing or has no loss rows: there is no loss curve.")
@@ -273,7 +266,7 @@ def chat_section(train_dir: Path | None) -> Section:
     if train_dir is None:
         sec.parts.append("There is no trained model in this run to chat with.")
     else:
-        sec.parts += ["Try it yourself:", Code(f"unfork model chat --model {train_dir / 'final'}")]
+        sec.parts += ["Try it yourself:", Code(f"unfork model chat --model {TrainingRun(train_dir).final}")]
     return sec
 
 
@@ -378,7 +371,7 @@ def write_report(run_dir: Path, *, run: dict[str, Any], dataset_dir: Path | None
     run_dir.mkdir(parents=True, exist_ok=True)
     dataset_dir = Path(dataset_dir) if dataset_dir else None
     train_dir = Path(train_dir) if train_dir else None
-    manifest = read_json(dataset_dir / "manifest.json") if dataset_dir else None
+    manifest = DatasetFolder(dataset_dir).read_manifest() if dataset_dir else None
     results = [r for r in results or [] if isinstance(r, dict)]
     training, loss_chart = training_section(train_dir)
     scores, scores_chart = scores_section(results)

@@ -67,13 +67,9 @@ def _scaled(value: float | None, scale: float) -> float | None:
 
 def write_result(result: dict[str, Any], output_dir: Path) -> Path:
     """Write ``<output_dir>/<benchmark>.json`` (atomically) and return its path."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / f"{result['benchmark']}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from unfork.contracts import EvalFolder
+
+    return EvalFolder(Path(output_dir)).write_result(result)
 
 
 def read_result(path: Path) -> dict[str, Any]:

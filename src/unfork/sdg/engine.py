@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unfork.client.base import FatalClientError
 from unfork.sdg.journal import Journal, RequestLog
-from unfork.sdg.leaves import Leaf
-from unfork.sdg.pipeline import Pipeline
-from unfork.sdg.steps import DedupStep, Reply, Step, Unit, estimate_tokens, reject
+from unfork.sdg.pipeline import Pipeline, PipelineError
+from unfork.sdg.steps import DedupStep, Reply, Step, Unit, reject
 from unfork.sdg.teacher import Teacher
-
-FATAL = ("EndpointUnreachableError", "AuthenticationError", "NotFoundError")
+from unfork.taxonomy.leaf import Leaf
+from unfork.tokens import estimate_tokens
 
 
 @dataclass
@@ -47,6 +47,7 @@ class LeafResult:
     units: int = 0
     reused: bool = False  # nothing had to be generated
     error: str | None = None
+    hint: str | None = None  # what to do about ``error``, when its cause said
     requests: int = 0
     replayed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the knowledge chunks
@@ -72,6 +73,7 @@ class LeafRun:
         self.leaf, self.teacher, self.folder, self.seed = leaf, teacher, folder, seed
         self.flow = pipeline.flows[leaf.flow]
         self.steps: list[Step] = pipeline.build_steps(leaf.flow)
+        self.columns = leaf.columns  # the leaf's, plus what loading adds (documents)
         self.journal = Journal(folder / "journal.jsonl")
         self.log = RequestLog(folder / "requests.jsonl")
         self.result = LeafResult(leaf, key, folder)
@@ -100,9 +102,8 @@ class LeafRun:
 
         With ``margin`` (the teacher has nothing queued, so another unit delays no other work), counts on
         them yielding as little as the worst finished one (before two have finished: on one of them
-        yielding nothing). Units yield unevenly (the grounded example: 4 to 10), and a leaf whose last units
-        fall short otherwise learns it only when they end, then runs one more unit almost alone at the end
-        of the run (two runs: 23 s of 520 and 48 s of 527, with at most 4 or 6 of the 8 slots busy)."""
+        yielding nothing). Units yield unevenly, and a leaf whose last units fall short would otherwise learn
+        it only when they end, then run one more unit almost alone at the end of the run."""
         units = self.result.units
         per_unit = self.accepted / units if units >= 2 else self.flow.samples_per_unit
         if not margin:
@@ -146,11 +147,11 @@ class LeafRun:
         try:
             res = await self.teacher.chat(messages, **params)
         except ContextOverflowError as exc:
-            return Reply(key=key, error=f"prompt too long for the teacher: {exc.message}")
+            return Reply(key=key, error=f"prompt too long for the teacher: {exc.message}", cause=exc)
+        except FatalClientError:
+            raise
         except ClientError as exc:
-            if type(exc).__name__ in FATAL:
-                raise
-            return Reply(key=key, error=f"teacher error: {exc.message}")
+            return Reply(key=key, error=f"teacher error: {exc.message}", cause=exc)
         (text, finish), *others = res.choices
         entry = {"text": text, "finish_reason": finish,
                  "usage": {"prompt": res.usage.prompt_tokens, "completion": res.usage.completion_tokens},
@@ -167,28 +168,30 @@ class LeafRun:
         text = "\n".join(m["content"] for m in messages)
         overhead = 8 * len(messages) + 16
         budget = window - max_tokens
-        if estimate_tokens(text) + overhead <= 0.8 * budget:
+        if estimate_tokens(text, count="chars") + overhead <= 0.8 * budget:
             return None  # clearly fits: no need to ask the server
         exact = await self.teacher.count_tokens(text)
-        count = (exact if exact is not None else estimate_tokens(text)) + overhead
+        count = (exact if exact is not None else estimate_tokens(text, count="chars")) + overhead
         if count > budget:
             how = "" if exact is not None else " (estimated)"
             return f"prompt too long: {count} tokens{how} + {max_tokens} to generate > context window {window}"
         return None
 
-    async def run_unit(self, u: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        seed = unit_seed(self.seed, self.leaf, u)
-        unit = Unit(u, random.Random(seed), self.leaf.columns, self.ask, seed % (2**31))
-        rows: list[dict[str, Any]] = [{}]
+    async def run_unit(self, u: int, start: dict[str, Any] | None = None, seed: int | None = None,
+                       ask: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Unit ``u`` from the row ``start`` (default: an empty one), with ``seed`` (default: the unit's own)."""
+        seed = unit_seed(self.seed, self.leaf, u) if seed is None else seed
+        unit = Unit(u, random.Random(seed), self.columns, ask or self.ask, seed % (2**31))
+        rows: list[dict[str, Any]] = [dict(start or {})]
         rejected: list[dict[str, Any]] = []
         for step in self.steps:
             if not rows:
                 break
             try:
                 rows, bad = await step.run(rows, unit)
+            except FatalClientError:
+                raise
             except Exception as exc:  # noqa: BLE001 - a broken step must not lose the unit's other rows
-                if type(exc).__name__ in FATAL:
-                    raise
                 bad = [reject(step.spec.name, f"step failed: {type(exc).__name__}: {exc}", r) for r in rows]
                 rows = []
             rejected += bad
@@ -206,6 +209,64 @@ class LeafRun:
         self.log.close()
 
 
+def open_run(leaf: Leaf, pipeline: Pipeline, teacher: Teacher, cache_root: Path, settings: dict[str, Any], *,
+             target: int, seed: int) -> LeafRun:
+    """The leaf's run in its cache folder (keyed by the leaf, the pipeline and ``settings``), journal loaded."""
+    key = leaf.cache_key(pipeline.hash, settings)
+    run = LeafRun(leaf, pipeline, teacher, cache_root / key, target=target, seed=seed, key=key)
+    (cache_root / key).mkdir(parents=True, exist_ok=True)
+    (cache_root / key / "leaf.json").write_text(json.dumps(
+        {"leaf": leaf.rel, "flow": leaf.flow, "content_hash": leaf.content_hash, "pipeline": pipeline.name,
+         "pipeline_hash": pipeline.hash, **settings}, indent=2) + "\n")
+    run.load()
+    return run
+
+
+@dataclass
+class PlannedUnit:
+    """A unit whose first row (the flow's ``inputs``) and seed the caller chose, e.g. one per document chunk."""
+
+    index: int
+    row: dict[str, Any]
+    seed: int
+
+
+@dataclass
+class UnitOutcome:
+    accepted: list[dict[str, Any]]  # the rows that passed every step, in order
+    failures: list[Reply] = field(default_factory=list)  # teacher requests that failed; the unit is not journaled
+
+
+async def run_planned(run: LeafRun, units: list[PlannedUnit], slots: asyncio.Semaphore) -> dict[int, UnitOutcome]:
+    """Run the given units of one leaf; a journaled unit is read back instead, and one whose teacher request
+    failed (fatal errors included) is left out of the journal, so a rerun asks only for what is missing."""
+
+    async def one(p: PlannedUnit) -> UnitOutcome:
+        done = run.journal.units.get(p.index)
+        if done is not None:
+            return UnitOutcome([r["row"] for r in done if r.get("status") == "accepted"])
+        failures: list[Reply] = []
+
+        async def ask(*args: Any, **kwargs: Any) -> Reply:
+            try:
+                reply = await run.ask(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - a failed request costs its unit, not the whole run
+                reply = Reply(error=f"teacher error: {exc}", cause=exc)
+            if reply.error:
+                failures.append(reply)
+            return reply
+
+        async with slots:
+            accepted, rejected = await run.run_unit(p.index, p.row, p.seed, ask)
+        if not failures:
+            run.finish_unit(p.index, accepted, rejected)
+        return UnitOutcome([a["row"] for a in accepted], failures)
+
+    run.prepare(run.columns)
+    outcomes = await asyncio.gather(*(one(p) for p in units))
+    return {p.index: o for p, o in zip(units, outcomes, strict=True)}
+
+
 Progress = Callable[[LeafResult, int, bool], None]  # (result, target, finished)
 
 
@@ -219,31 +280,37 @@ async def generate(leaves: list[Leaf], pipeline: Pipeline, teacher: Teacher, *, 
     ``units_in_flight`` (default: twice the teacher's slots over all its
     endpoints, at least ``concurrency``, plus 2) bounds the units running at
     once over all leaves; the teacher bounds the sequences decoded at once.
-    Twice: with as many units as slots, one skill leaf took them all at the
-    start (its units ask the same prompt, which a slot busy with it holds) and
-    the knowledge leaf got its first unit 125 s into a 560 s run; freed slots
-    then had only held prompts to take, and computed them again (2,070 tokens).
+    Twice, because with as many units as slots one leaf whose units share a
+    prompt can take every slot at the start, and the freed slots then have only
+    its held prompts to take and compute them again.
     """
     await teacher.setup()
     runs = []
     for leaf in leaves:
         settings = {"seed": seed, "teacher": teacher.model}  # not the concurrency or window: a rerun may change them
-        key = leaf.cache_key(pipeline.hash, settings)
         goal = knowledge_target if leaf.is_knowledge and knowledge_target else target
-        run = LeafRun(leaf, pipeline, teacher, cache_root / key, target=goal, seed=seed, key=key)
-        (cache_root / key).mkdir(parents=True, exist_ok=True)
-        (cache_root / key / "leaf.json").write_text(json.dumps(
-            {"leaf": leaf.rel, "flow": leaf.flow, "content_hash": leaf.content_hash, "pipeline": pipeline.name,
-             "pipeline_hash": pipeline.hash, **settings}, indent=2) + "\n")
-        run.load()
-        runs.append(run)
+        inputs = pipeline.flows[leaf.flow].inputs if leaf.flow in pipeline.flows else []
+        if inputs:
+            raise PipelineError(f"pipeline '{pipeline.name}': flow '{leaf.flow}' needs {', '.join(inputs)} from "
+                                "its caller, so data generation cannot run it")
+        runs.append(open_run(leaf, pipeline, teacher, cache_root, settings, target=goal, seed=seed))
     slots = asyncio.Semaphore(units_in_flight or 2 * max(1, concurrency, teacher.capacity) + 2)
+    leaf_tasks = [asyncio.ensure_future(_run_leaf(run, slots, documents, progress)) for run in runs]
     try:
-        await asyncio.gather(*(_run_leaf(run, slots, documents, progress) for run in runs))
+        await asyncio.gather(*leaf_tasks)
     finally:
+        await cancel_all(leaf_tasks)  # the other leaves stop before their journals close
         for run in runs:
             run.close()
     return [run.result for run in runs]
+
+
+async def cancel_all(tasks: Any) -> None:
+    """Cancel ``tasks`` and wait for them to end, so none runs on or ends with an error nobody retrieved."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _run_leaf(run: LeafRun, slots: asyncio.Semaphore, documents: Callable[[Leaf], list[Any]] | None,
@@ -255,22 +322,32 @@ async def _run_leaf(run: LeafRun, slots: asyncio.Semaphore, documents: Callable[
         if progress:
             progress(result, run.target, True)
         return
+    stage = ""
     try:
-        columns = dict(run.leaf.columns)
+        columns = dict(run.columns)
         if run.leaf.is_knowledge:
             if documents is None:
                 raise RuntimeError("no document loader for a knowledge leaf")
+            stage = "its documents could not be fetched: "
             columns["documents"] = await asyncio.to_thread(documents, run.leaf)
-        run.leaf.columns = columns
+            stage = ""
+        run.columns = columns
         run.prepare(columns)
     except Exception as exc:  # noqa: BLE001 - reported per leaf, the other leaves go on
-        result.error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        result.error = stage + (getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+        result.hint = getattr(exc, "hint", None)
         if progress:
             progress(result, run.target, True)
         return
     if progress:
         progress(result, run.target, False)
     tasks: set[asyncio.Task] = set()
+    failed: list[BaseException] = []  # a unit's error (a fatal one), raised here: nothing may end unretrieved
+
+    def settled(task: asyncio.Task) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            failed.append(task.exception())
 
     async def one(u: int) -> None:
         try:
@@ -287,6 +364,9 @@ async def _run_leaf(run: LeafRun, slots: asyncio.Semaphore, documents: Callable[
     try:
         while queue:
             await slots.acquire()
+            if failed:
+                slots.release()
+                break
             if not run.wants_more(margin=margin and not run.teacher.queued):
                 slots.release()
                 if not tasks:
@@ -302,12 +382,13 @@ async def _run_leaf(run: LeafRun, slots: asyncio.Semaphore, documents: Callable[
             run.in_flight += 1
             task = asyncio.create_task(one(queue.popleft()))
             tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            task.add_done_callback(settled)
             await asyncio.sleep(0)  # the other leaves' turn: the teacher's queue gets their prompts in between
-        if tasks:
+        if tasks and not failed:
             await asyncio.gather(*tasks)
+        if failed:
+            raise failed[0]
     finally:
-        for t in tasks:
-            t.cancel()
+        await cancel_all(tasks)
     if progress:
         progress(result, run.target, True)

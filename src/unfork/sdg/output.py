@@ -9,9 +9,10 @@ Layout of ``<datasets dir>/<timestamp>/``::
     train_all.jsonl                both
     test_knowledge.jsonl, test_skills.jsonl, test_all.jsonl   the seed examples
     mix_recipe.yaml                what went into each training file, in what proportion
-    manifest.json                  settings, hashes, teacher, pipeline, counts
+    manifest.json                  settings, hashes, teacher, pipeline, counts; written last, it marks the folder done
 
-Every line of the train and test files is ``{"messages": [...], "metadata": {...}}``.
+The names are :class:`unfork.contracts.DatasetFolder`'s. Every line of the train and test files is
+``{"messages": [...], "metadata": {...}}``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from unfork.contracts import PHASES, DatasetFolder, DatasetManifest
 from unfork.sdg.engine import LeafResult
 from unfork.sdg.pipeline import Pipeline
 
@@ -146,9 +148,10 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_dataset(out: Path, results: list[LeafResult], pipeline: Pipeline, *, teacher: str, seed: int,
                   settings: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    """Write every file of the dataset folder; return the manifest."""
+    """Write every file of the dataset folder, the manifest last; return the manifest."""
     import yaml
 
+    folder = DatasetFolder(out)
     out.mkdir(parents=True, exist_ok=True)
     all_chunks = {r.leaf.rel: list(r.extra.get("chunks") or []) for r in results if r.leaf.is_knowledge}
     train: dict[str, list[dict[str, Any]]] = {"knowledge": [], "skills": []}
@@ -160,10 +163,10 @@ def write_dataset(out: Path, results: list[LeafResult], pipeline: Pipeline, *, t
         phase = "knowledge" if res.leaf.is_knowledge else "skills"
         others = [c for rel, cs in all_chunks.items() if rel != res.leaf.rel for c in cs]
         lines = train_lines(res, pipeline, teacher, others, seed)
-        folder = out / "leaves" / res.leaf.slug
-        _write_jsonl(folder / "accepted.jsonl", res.accepted)
-        _write_jsonl(folder / "rejected.jsonl", res.rejected)
-        _write_jsonl(folder / "train.jsonl", lines)
+        leaf_dir = folder.leaf_dir(res.leaf.slug)
+        _write_jsonl(leaf_dir / "accepted.jsonl", res.accepted)
+        _write_jsonl(leaf_dir / "rejected.jsonl", res.rejected)
+        _write_jsonl(leaf_dir / "train.jsonl", lines)
         train[phase] += lines
         test[phase] += test_lines(res, pipeline)
         leaves.append({
@@ -176,24 +179,23 @@ def write_dataset(out: Path, results: list[LeafResult], pipeline: Pipeline, *, t
         })
     files = {}
     for split, groups in (("train", train), ("test", test)):
-        for phase, rows in groups.items():
-            _write_jsonl(out / f"{split}_{phase}.jsonl", rows)
-            files[f"{split}_{phase}.jsonl"] = len(rows)
+        name = folder.train_name if split == "train" else folder.test_name
+        for phase in PHASES:
+            _write_jsonl(out / name(phase), groups[phase])
+            files[name(phase)] = len(groups[phase])
         combined = groups["knowledge"] + groups["skills"]
-        _write_jsonl(out / f"{split}_all.jsonl", combined)
-        files[f"{split}_all.jsonl"] = len(combined)
+        _write_jsonl(out / name("all"), combined)
+        files[name("all")] = len(combined)
     recipe = mix_recipe(train)
-    (out / "mix_recipe.yaml").write_text(
+    folder.mix_recipe_path.write_text(
         "# What went into each training file, and in what proportion (written by unfork data generate).\n"
         + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    manifest = {
-        "format": "unfork-sdg-1", "pipeline": {"name": pipeline.name, "folder": str(pipeline.folder),
-                                              "hash": pipeline.hash, "mix": pipeline.mix},
-        "teacher": teacher, "seed": seed, "settings": settings, "leaves": leaves, "files": files,
-        "phases": {"1": "train_knowledge.jsonl", "2": "train_skills.jsonl"}, "stats": stats,
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return manifest
+    manifest = DatasetManifest(
+        pipeline={"name": pipeline.name, "folder": str(pipeline.folder), "hash": pipeline.hash, "mix": pipeline.mix},
+        teacher=teacher, seed=seed, settings=settings, leaves=leaves, files=files,
+        phases={"1": DatasetFolder.TRAIN_KNOWLEDGE, "2": DatasetFolder.TRAIN_SKILLS}, stats=stats)
+    folder.write_manifest(manifest)
+    return manifest.to_dict()
 
 
 def mix_recipe(train: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -205,9 +207,10 @@ def mix_recipe(train: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
     all_rows = train["knowledge"] + train["skills"]
     return {
-        "train_knowledge.jsonl": {"phase": 1, "samples": len(train["knowledge"]), "sources": sources(train["knowledge"])},
-        "train_skills.jsonl": {"phase": 2, "samples": len(train["skills"]), "sources": sources(train["skills"])},
-        "train_all.jsonl": {"samples": len(all_rows), "sources": sources(all_rows)},
+        DatasetFolder.TRAIN_KNOWLEDGE: {"phase": 1, "samples": len(train["knowledge"]),
+                                        "sources": sources(train["knowledge"])},
+        DatasetFolder.TRAIN_SKILLS: {"phase": 2, "samples": len(train["skills"]), "sources": sources(train["skills"])},
+        DatasetFolder.TRAIN_ALL: {"samples": len(all_rows), "sources": sources(all_rows)},
     }
 
 
@@ -216,17 +219,13 @@ def list_datasets(root: Path) -> list[dict[str, Any]]:
     out = []
     if not root.is_dir():
         return out
-    for folder in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True):
-        path = folder / "manifest.json"
-        if not path.is_file():
+    for path in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True):
+        m = DatasetFolder(path).read_manifest()
+        if m is None or not m.complete:  # not a dataset, or one still being written
             continue
-        try:
-            m = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            continue
-        files = m.get("files", {})
-        out.append({"name": folder.name, "path": str(folder), "pipeline": m.get("pipeline", {}).get("name"),
-                    "teacher": m.get("teacher"), "leaves": len(m.get("leaves", [])),
-                    "train": files.get("train_all.jsonl", 0), "test": files.get("test_all.jsonl", 0),
-                    "knowledge": files.get("train_knowledge.jsonl", 0), "skills": files.get("train_skills.jsonl", 0)})
+        d = DatasetFolder
+        out.append({"name": path.name, "path": str(path), "pipeline": m.pipeline.get("name"),
+                    "teacher": m.teacher, "leaves": len(m.leaves),
+                    "train": m.count(d.TRAIN_ALL), "test": m.count(d.TEST_ALL),
+                    "knowledge": m.count(d.TRAIN_KNOWLEDGE), "skills": m.count(d.TRAIN_SKILLS)})
     return out

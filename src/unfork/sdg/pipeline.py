@@ -7,18 +7,24 @@ steps, each with a ``name``, a ``type`` (see :mod:`unfork.sdg.steps`), the
 columns it ``reads`` and ``writes``, and its options. The check walks every
 flow from the leaf's own columns and stops at the first step that reads a
 column nobody wrote, or a template that uses a variable its step does not
-read. Built-in pipelines (``full``, ``simple``) ship inside the package; copy
-one (``unfork data generate --pipeline DIR``) to change prompts or settings.
+read. A flow's ``inputs`` are columns its caller gives each unit (the
+knowledge exam's chunks), so only that caller runs it. Built-in pipelines
+(``full``, ``simple``) ship inside the package; copy one
+(``unfork data generate --pipeline DIR``) to change prompts or settings.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from unfork.errors import UserError
+from unfork.sdg import parsers
 from unfork.sdg.steps import STEP_TYPES, TEMPLATED, Step, StepSpec
 
 BUILTIN_DIR = Path(__file__).parent / "pipelines"
@@ -34,6 +40,8 @@ PRODUCES = {
     "knowledge": ("chunk", "question", "answer"),
 }
 TEMPLATE_EXTRAS = {"llm": {"n"}, "judge": {"items"}}
+JUDGE_PARSERS = ("scores", "verdicts")
+LLM_PARSERS = tuple(sorted(set(parsers.PARSERS) - set(JUDGE_PARSERS)))
 
 
 class PipelineError(UserError):
@@ -46,6 +54,7 @@ class Flow:
     steps: list[StepSpec]
     samples_per_unit: float = 3.0  # rough accepted samples per unit, to plan the work
     max_units_factor: float = 4.0  # give up after this many times the planned units
+    inputs: list[str] = field(default_factory=list)  # columns the caller puts in each unit's first row
 
 
 @dataclass
@@ -62,14 +71,34 @@ class Pipeline:
     def templates(self) -> Any:
         if self._env is None:
             import jinja2
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-            self._env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(self.folder)),
-                                           undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
-                                           autoescape=False)
+            # Sandboxed: a pipeline folder may come from anyone, and its templates must not reach os.system.
+            self._env = ImmutableSandboxedEnvironment(loader=jinja2.FileSystemLoader(str(self.folder)),
+                                                      undefined=jinja2.StrictUndefined,
+                                                      keep_trailing_newline=False, autoescape=False)
+            self._env.template_class = _sandboxed_template()
         return self._env
 
     def build_steps(self, flow: str) -> list[Step]:
         return [STEP_TYPES[s.type](s, self.templates, self.system_prompt) for s in self.flows[flow].steps]
+
+
+@functools.cache
+def _sandboxed_template() -> type:
+    """A template class whose sandbox violations become a :class:`PipelineError` naming the file."""
+    import jinja2
+    from jinja2.exceptions import SecurityError
+
+    class SandboxedTemplate(jinja2.Template):
+        def render(self, *args: Any, **kwargs: Any) -> str:
+            try:
+                return super().render(*args, **kwargs)
+            except SecurityError as exc:
+                raise PipelineError(f"{self.filename}: the template tried something templates may not ({exc})",
+                                    hint="templates may use the step's columns, not Python's internals") from None
+
+    return SandboxedTemplate
 
 
 def resolve_folder(name_or_dir: str) -> Path:
@@ -100,23 +129,98 @@ def load_pipeline(name_or_dir: str) -> Pipeline:
     folder = resolve_folder(name_or_dir)
     where = folder / "pipeline.yaml"
     try:
-        data = yaml.safe_load(where.read_text(encoding="utf-8"))
+        text = where.read_bytes().decode("utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{where}: {_not_utf8(exc)}", hint="save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise PipelineError(f"{where}: not valid YAML ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("flows"), dict):
         raise PipelineError(f"{where}: needs a 'flows' mapping (freeform_skill, grounded_skill, knowledge)")
+    src = _Source(where, text)
+    if not isinstance(data.get("mix") or {}, dict):
+        raise PipelineError(f"{src.at('mix')}: 'mix' must be a mapping, not {data['mix']!r}")
     flows = {}
     for fname, fdata in data["flows"].items():
         if fname not in FLOWS:
             raise PipelineError(f"{where}: unknown flow '{fname}'", hint=f"flows: {', '.join(FLOWS)}")
-        flows[fname] = _flow(where, fname, fdata)
+        flows[fname] = _flow(src, fname, fdata)
     pipe = Pipeline(str(data.get("name") or folder.name), folder, flows, str(data.get("teacher_system") or ""),
                     dict(data.get("mix") or {}), folder_hash(folder))
     check_pipeline(pipe, where)
     return pipe
 
 
-def _flow(where: Path, fname: str, fdata: Any) -> Flow:
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+
+
+@dataclass
+class _Source:
+    """A pipeline file and its text, to name the line of a bad value."""
+
+    path: Path
+    text: str
+
+    def at(self, *keys: str | int) -> str:
+        """``path, line N`` for the value under ``keys`` (mapping keys and list indexes), or the path."""
+        import yaml
+
+        try:
+            node = yaml.compose(self.text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError:
+            return str(self.path)
+        for key in keys:
+            if isinstance(node, yaml.MappingNode):
+                node = next((v for k, v in node.value if k.value == key), None)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+                node = node.value[key]
+            else:
+                node = None
+            if node is None:
+                return str(self.path)
+        return f"{self.path}, line {node.start_mark.line + 1}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# (step type, option) -> (test, what the value must be); the step's own checks cover n, choices and max_tokens
+OPTION_RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
+    ("sample", "k"): (_is_count, "a whole number of at least 0 (0: all)"),
+    ("llm", "parser"): (lambda v: v in LLM_PARSERS, f"one of {', '.join(LLM_PARSERS)}"),
+    ("llm", "temperature"): (lambda v: _is_number(v) and v >= 0, "a number of at least 0"),
+    ("judge", "parser"): (lambda v: v in JUDGE_PARSERS, f"one of {', '.join(JUDGE_PARSERS)}"),
+    ("judge", "temperature"): (lambda v: _is_number(v) and v >= 0, "a number of at least 0"),
+    ("judge", "threshold"): (lambda v: _is_number(v) and v >= 0, "a number of at least 0"),
+    ("dedup", "threshold"): (lambda v: _is_number(v) and 0 < v <= 1, "a number above 0 and at most 1"),
+    ("dedup", "method"): (lambda v: v in ("rouge_l", "minhash"), "rouge_l or minhash"),
+}
+
+
+def _check_options(src: _Source, fname: str, i: int, spec: StepSpec) -> None:
+    for key, value in spec.options.items():
+        test, must = OPTION_RULES.get((spec.type, key), (None, ""))
+        if test is not None and not test(value):
+            at = src.at("flows", fname, "steps", i, key)
+            raise PipelineError(f"{at}: step '{spec.name}' (flow {fname}): '{key}' must be {must}, not {value!r}")
+
+
+def _flow_number(src: _Source, fname: str, fdata: dict[str, Any], key: str, default: float) -> float:
+    value = fdata.get(key, default)
+    if not _is_number(value) or value <= 0:
+        raise PipelineError(f"{src.at('flows', fname, key)}: flow '{fname}': '{key}' must be a number above 0, "
+                            f"not {value!r}")
+    return float(value)
+
+
+def _flow(src: _Source, fname: str, fdata: Any) -> Flow:
+    where = src.path
     if not isinstance(fdata, dict) or not isinstance(fdata.get("steps"), list):
         raise PipelineError(f"{where}: flow '{fname}' needs a list of 'steps'")
     steps = []
@@ -133,7 +237,13 @@ def _flow(where: Path, fname: str, fdata: Any) -> Flow:
         if not all(isinstance(x, list) for x in (reads, writes)):
             raise PipelineError(f"{where}: step '{name}' (flow {fname}): 'reads' and 'writes' must be lists")
         steps.append(StepSpec(name, typ, [str(c) for c in reads], [str(c) for c in writes], s))
-    return Flow(fname, steps, float(fdata.get("samples_per_unit", 3.0)), float(fdata.get("max_units_factor", 4.0)))
+        _check_options(src, fname, i, steps[-1])
+    inputs = fdata.get("inputs", [])
+    if not isinstance(inputs, list):
+        raise PipelineError(f"{where}: flow '{fname}': 'inputs' must be a list")
+    return Flow(fname, steps, _flow_number(src, fname, fdata, "samples_per_unit", 3.0),
+                _flow_number(src, fname, fdata, "max_units_factor", 4.0),
+                [str(c) for c in inputs])
 
 
 def check_pipeline(pipe: Pipeline, where: Path | str = "") -> None:
@@ -142,7 +252,7 @@ def check_pipeline(pipe: Pipeline, where: Path | str = "") -> None:
     from jinja2 import meta
 
     for fname, flow in pipe.flows.items():
-        have = set(LEAF_COLUMNS[fname])
+        have = set(LEAF_COLUMNS[fname]) | set(flow.inputs)
         names = set()
         for spec in flow.steps:
             at = f"{where}: step '{spec.name}' (flow {fname})"
@@ -165,11 +275,16 @@ def check_pipeline(pipe: Pipeline, where: Path | str = "") -> None:
                     raise PipelineError(f"{at} needs a 'template'")
                 try:
                     source = pipe.templates.loader.get_source(pipe.templates, tname)[0]
-                    used = meta.find_undeclared_variables(pipe.templates.parse(source))
+                    tree = pipe.templates.parse(source)
+                    used = meta.find_undeclared_variables(tree)
                 except jinja2.TemplateNotFound:
                     raise PipelineError(f"{at}: template '{tname}' not found in {pipe.folder}") from None
                 except jinja2.TemplateSyntaxError as exc:
                     raise PipelineError(f"{at}: template '{tname}' line {exc.lineno}: {exc.message}") from None
+                except UnicodeDecodeError as exc:
+                    raise PipelineError(f"{at}: template '{tname}' is {_not_utf8(exc)}",
+                                        hint="save it as UTF-8") from None
+                _check_no_internals(tree, f"{at}: template '{tname}'")
                 extra = sorted(used - set(spec.reads) - TEMPLATE_EXTRAS[spec.type])
                 if extra:
                     raise PipelineError(f"{at}: template '{tname}' uses '{extra[0]}', which the step does not read",
@@ -179,3 +294,21 @@ def check_pipeline(pipe: Pipeline, where: Path | str = "") -> None:
         if lacking:
             raise PipelineError(f"{where}: flow '{fname}' never writes '{lacking[0]}'",
                                 hint=f"a {fname} flow must end with the columns {', '.join(PRODUCES[fname])}")
+
+
+def _check_no_internals(tree: Any, at: str) -> None:
+    """Refuse ``x.__init__``, ``x['_y']`` and ``x|attr('_y')`` at load time, before the sandbox stops them mid-run."""
+    from jinja2 import nodes
+
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        name = None
+        if isinstance(node, nodes.Getattr):
+            name = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            name = node.arg.value
+        elif isinstance(node, nodes.Filter) and node.name == "attr" and node.args \
+                and isinstance(node.args[0], nodes.Const):
+            name = node.args[0].value
+        if isinstance(name, str) and name.startswith("_"):
+            raise PipelineError(f"{at} line {node.lineno}: '{name}' reaches into Python's internals",
+                                hint="templates may use the step's columns and their fields, nothing starting with '_'")

@@ -55,8 +55,8 @@ class LiveProgress:
 
 
 def stderr_console() -> Any:
-    """Rich's console on stderr; 120 columns when stderr is a file or pipe (Rich's 80 squeezed
-    the per-leaf table of logged runs into one word per line)."""
+    """Rich's console on stderr; 120 columns when stderr is a file or pipe, where Rich's default
+    80 would squeeze the per-leaf table into one word per line."""
     import sys
 
     from rich.console import Console
@@ -88,7 +88,7 @@ def explain_empty(results: list[LeafResult]) -> str:
     lines = []
     for r in results:
         if r.error:
-            lines.append(f"{r.leaf.rel}: {r.error}")
+            lines.append(f"{r.leaf.rel}: {r.error}" + (f"\n    hint: {r.hint}" if r.hint else ""))
     reasons: Counter = Counter()
     raw_example = None
     for r in results:
@@ -101,6 +101,13 @@ def explain_empty(results: list[LeafResult]) -> str:
     if not lines:
         lines.append("no unit ran (nothing to generate)")
     return "\n  ".join(lines)
+
+
+def empty_hint(results: list[LeafResult]) -> str:
+    """Where to look next when nothing was accepted: the rejections when there are some, else the leaves' errors."""
+    if any(r.rejected for r in results) or not any(r.error for r in results):
+        return "see leaves/*/rejected.jsonl for every rejection with the teacher's raw text"
+    return "fix what each failed leaf's error says, then run again"
 
 
 def utilization(busy: list[tuple[float, float, int, int, int]]) -> dict[str, Any]:

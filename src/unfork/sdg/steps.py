@@ -42,6 +42,7 @@ class Reply:
     key: str = ""
     error: str | None = None  # e.g. "prompt too long: ...", "teacher error: ..."
     others: list[tuple[str, str | None]] = field(default_factory=list)  # choices 2..n: (text, finish_reason)
+    cause: BaseException | None = None  # the exception behind ``error``, for callers that report it by kind
 
     @property
     def choices(self) -> list[tuple[str, str | None]]:
@@ -127,7 +128,7 @@ class ChunkStep(Step):
     options = {"max_tokens": 600, "overlap_tokens": 32, "prompt_reserve": 900}
 
     def prepare(self, leaf, context_window):
-        from unfork.sdg.documents import chunk_text
+        from unfork.documents.chunk import chunk_text
 
         budget = self.opt["max_tokens"]
         if context_window:
@@ -151,23 +152,22 @@ class ChunkStep(Step):
         return [{**row, text_col: chunk.text, **extra} for row in rows], []
 
 
-def estimate_tokens(text: str) -> int:
-    """A conservative token count without a tokenizer: one token per 3 characters."""
-    return len(text) // 3 + 1
-
-
 class LLMStep(Step):
     """One request per row: render the template, ask the teacher, parse the reply into new rows.
 
     ``n`` goes to the template (e.g. how many pairs to write); ``choices`` asks
     the teacher for that many replies to the one prompt (the API's ``n``), and
-    every reply is parsed. A server computes the prompt once for all of them:
-    on a CPU, where a prompt token costs about a third of a generated one, that
-    is most of the gain of sending fewer, wider requests.
+    every reply is parsed. A server computes the prompt once for all of them,
+    which is most of the gain of sending fewer, wider requests. ``keep_truncated``
+    parses a reply cut off by the token limit as if it were whole (for callers
+    that check every item themselves); ``halve_long_chunks: false`` reports a
+    prompt too long instead of asking about each half of its chunk; ``strip: false``
+    sends the rendered template as it is, blank lines at its ends included.
     """
 
     options = {"template": None, "parser": "text", "temperature": 0.8, "max_tokens": 512, "n": 1,
-               "labels": None, "system": None, "choices": 1}
+               "labels": None, "system": None, "choices": 1, "keep_truncated": False, "halve_long_chunks": True,
+               "strip": True}
 
     def __init__(self, spec: StepSpec, templates: Any = None, system_prompt: str = ""):
         super().__init__(spec, templates, system_prompt)
@@ -177,7 +177,8 @@ class LLMStep(Step):
                 raise ValueError(f"'{key}' must be a whole number of at least 1, not {value!r}")
 
     def _messages(self, variables: dict[str, Any]) -> list[dict[str, str]]:
-        prompt = self.templates.get_template(self.opt["template"]).render(**variables).strip()
+        prompt = self.templates.get_template(self.opt["template"]).render(**variables)
+        prompt = prompt.strip() if self.opt.get("strip", True) else prompt
         system = self.opt["system"] if self.opt["system"] is not None else self.system_prompt
         return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
 
@@ -195,7 +196,7 @@ class LLMStep(Step):
         reply = await unit.ask(messages, temperature=self.opt["temperature"], max_tokens=self.opt["max_tokens"],
                                seed=unit.seed + 7919 * i + 104729 * depth, **extra)
         if reply.error:
-            halves = self._halves(row, reply.error, depth)
+            halves = self._halves(row, reply.error, depth) if self.opt["halve_long_chunks"] else []
             if halves:  # the passage is too long for this teacher: ask about each half instead
                 results = [await self._one(h, i, unit, depth + 1) for h in halves]
                 return [r for ok, _ in results for r in ok], [r for _, bad in results for r in bad]
@@ -204,8 +205,8 @@ class LLMStep(Step):
         kept: list[Row] = []
         rejected: list[Row] = []
         for text, finish in reply.choices:
-            parsed = parsers.PARSERS[self.opt["parser"]](text, finish == "length", self.spec.writes,
-                                                         labels=self.opt["labels"])
+            truncated = finish == "length" and not self.opt["keep_truncated"]
+            parsed = parsers.PARSERS[self.opt["parser"]](text, truncated, self.spec.writes, labels=self.opt["labels"])
             if not parsed.items and parsers.is_refusal(text):
                 rejected.append(reject(name, "refusal", row, text))
                 continue
@@ -221,11 +222,12 @@ class LLMStep(Step):
         if not error.startswith("prompt too long") or depth >= 2 \
                 or "chunk" not in self.spec.reads or not row.get("chunk"):
             return []
-        from unfork.sdg import documents
+        from unfork.documents.chunk import chunk_text
+        from unfork.tokens import estimate_tokens
 
         text = str(row["chunk"])
-        budget = max(32, documents.estimate_tokens(text) // 2 + 16)
-        pieces = documents.chunk_text(text, max_tokens=budget, overlap_tokens=0)
+        budget = max(32, estimate_tokens(text) // 2 + 16)
+        pieces = chunk_text(text, max_tokens=budget, overlap_tokens=0)
         return [{**row, "chunk": p.text} for p in pieces] if 2 <= len(pieces) <= 4 else []
 
 
@@ -344,7 +346,7 @@ class DedupStep(Step):
     ``ignore_seed_words`` (a share, 0: off) leaves out the words found in at
     least that share of the seed examples' texts: templated requests ("Write a
     haiku about a sunset" / "... about a river") are then compared by what
-    differs, instead of counting as 83% alike.
+    differs, instead of counting as alike for the words they share.
     """
 
     options = {"method": "rouge_l", "threshold": 0.7, "include_seeds": True, "ignore_seed_words": 0.0}

@@ -1,41 +1,14 @@
 """The teacher as the SDG engine sees it: chat requests spread over the servers' slots, and token counts.
 
-A server decodes as many sequences at once as it has slots, and on a CPU it
-delivers the most tokens per second only with every slot busy (here, 7 busy
-slots of 8 gave 11% fewer than 8). A request for ``n`` choices (the OpenAI
-API's ``n``) takes ``n`` slots and has its prompt computed once for all, and
-the slot of its first choice keeps the prompt when the choice ends (llama.cpp
-clears the others'): a later request with the same prompt lands there and
-computes almost none of it again (1 token of 458).
-
-So a request's choices need not run at once. It goes out, in order, on the
-slots free at the moment (``n`` = as many as it wants, up to those); the slot
-that holds its prompt goes on with its next choices as each ends (replies are
-streamed, so each choice is known the moment it ends), and every other slot
-it frees goes to the next request. No slot waits while a request is queued,
-and each prompt is computed about once. When none is queued (the end of a
-run), a free slot takes a part of the request with the most choices left,
-and computes its prompt again, rather than idling. Each part has its own
-seed; the caller gets one reply with all the choices in order.
-
-Requests with the same prompt (a skill leaf's units all ask the same thing)
-should meet the slot that holds it. A slot with nothing of use in it (a child
-slot, cleared) takes the first queued request whose prompt no busy slot holds:
-that one has to be computed somewhere anyway, while one held by a busy slot
-costs nothing where it is held, once that slot ends. A first choice's slot
-whose request is done takes a queued request with its prompt first. When
-every queued request's prompt is held, a free slot still takes the first,
-and computes its prompt again: waiting for a slot that holds it cost more
-(a holder is busy with a choice for 40-60 s; with free slots waiting at most
-8 s for one, most waits ran out, requests held 95% of the slots' time
-instead of 98%, and a run computed 1,100 prompt tokens fewer). In one run
-before this, a skill leaf's 410-token prompt was computed 6 times.
+Which request gets which slots is :mod:`unfork.sdg.scheduler`'s to decide; here
+each part it returns goes out as a request (streamed when it has several
+choices, so each slot is given back the moment its choice ends), with its own
+seed, and the caller gets one reply with all the choices in order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import re
 import time
@@ -43,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from unfork.sdg.steps import estimate_tokens
+from unfork.sdg.scheduler import Part, Request, SlotScheduler
+from unfork.tokens import estimate_tokens
 
 SEED_STEP = 7919  # a part's seed: the request's plus this times the number of choices asked before it
 
@@ -52,24 +26,26 @@ class Teacher:
     """The one interface the engine needs: ``chat`` and token counting over an OpenAI-compatible client."""
 
     def __init__(self, client: Any, model: str, context_window: int | None = None, capacity: int | None = None,
-                 stream_choices: bool = True):
+                 stream_choices: bool = True, clock: Callable[[], float] = time.monotonic):
         self.client = client
         self.stream_choices = stream_choices  # stream requests for several choices, to free slots early
         self.model = model
         self.context_window = context_window
+        self.clock = clock
         self._can_tokenize: bool | None = None
         # per request sent: (start, end, completion tokens, prompt tokens, prompt tokens the server computed)
         self.busy: list[tuple[float, float, int, int, int]] = []
         # the sequences the servers decode at once: their slots over all endpoints
         clients = getattr(client, "clients", [client])
         self.capacity = capacity or sum(getattr(getattr(c, "settings", None), "max_concurrency", 8) for c in clients)
-        self._free = self.capacity
-        self.occupancy: list[tuple[float, int]] = []  # (time, slots taken) at each change
+        self.slots = SlotScheduler(self.capacity, clock=clock, on_spare=self._spare)
         self.max_choices: int | None = None  # choices one request may ask for, once a server said
-        self._queue: collections.deque[_Job] = collections.deque()  # requests no slot has been given yet
-        self._started: set[_Job] = set()  # requests with choices out or still to send
-        self._held: collections.Counter[str] = collections.Counter()  # prompts in busy first-choice slots
         self._spare_waiters: list[asyncio.Future] = []  # see wait_spare
+
+    @property
+    def occupancy(self) -> list[tuple[float, int]]:
+        """(time, slots taken) at each change."""
+        return self.slots.occupancy
 
     async def setup(self) -> None:
         if self.context_window is None:
@@ -82,7 +58,7 @@ class Teacher:
         first = getattr(self.client, "clients", [self.client])[0]
         root = first.base_url.rsplit("/v1", 1)[0]
         try:
-            data = await first._attempt_json("POST", root + "/tokenize", {"content": text}, timeout=30)
+            data = await first.request_json("POST", root + "/tokenize", {"content": text}, timeout=30)
         except Exception:  # noqa: BLE001 - any failure means "no tokenizer here"
             self._can_tokenize = False
             return None
@@ -94,11 +70,11 @@ class Teacher:
         return len(tokens)
 
     async def chat(self, messages: list[dict[str, str]], **kwargs: Any) -> Any:
-        """One reply with ``n`` choices (default 1), sent as one request or in parts (see the module's doc)."""
-        job = _Job(messages, kwargs, max(1, int(kwargs.pop("n", None) or 1)),
-                   asyncio.get_running_loop().create_future(), prompt_key(messages))
-        self._queue.append(job)
-        self._dispatch()
+        """One reply with ``n`` choices (default 1), sent as one request or in parts (see the scheduler)."""
+        n = max(1, int(kwargs.pop("n", None) or 1))
+        job = _Job(messages, kwargs, asyncio.get_running_loop().create_future(), Request(prompt_key(messages), n))
+        job.request.owner = job
+        self._launch(self.slots.submit(job.request))
         try:
             await job.done
         except BaseException:
@@ -110,7 +86,7 @@ class Teacher:
     @property
     def queued(self) -> int:
         """Requests waiting for a slot."""
-        return len(self._queue)
+        return len(self.slots.queue)
 
     async def wait_spare(self) -> None:
         """Until a slot ends with no request queued: a moment when more work costs nothing already asked."""
@@ -119,49 +95,21 @@ class Teacher:
         self._spare_waiters.append(waiter)
         await waiter
 
-    def _dispatch(self, holds: str | None = None) -> None:
-        """Give the free slots to the queued requests, each as many as it wants of them (see the module's
-        doc for which first; ``holds``: the prompt one of the free slots holds); with none queued, to the
-        started request with the most choices left."""
-        if not self._queue:
-            for waiter in self._spare_waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._spare_waiters.clear()
-        while self._free > 0:
-            if self._queue:
-                job = self._next_queued(holds)
-                holds = None
-            else:
-                waiting = [j for j in self._started if j.left > 0]
-                if not waiting:
-                    return
-                job = max(waiting, key=lambda j: j.left)
-            slots = min(job.left, self._free)
-            self._free -= slots
-            self._note()
-            self._start(job, slots)
+    def _spare(self) -> None:
+        for waiter in self._spare_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._spare_waiters.clear()
 
-    def _next_queued(self, holds: str | None) -> _Job:
-        """The queued request with the prompt ``holds``, else the first whose prompt no busy slot holds,
-        else the first."""
-        job = next((j for j in self._queue if j.key == holds), None) if holds else None
-        job = job or next((j for j in self._queue if not self._held[j.key]), self._queue[0])
-        self._queue.remove(job)
-        return job
+    def _launch(self, parts: list[Part]) -> None:
+        """Send each part, in the scheduler's order, which is the order the server gets them."""
+        for part in parts:
+            job = part.request.owner
+            task = asyncio.create_task(self._send(job, part))
+            job.parts.add(task)
+            task.add_done_callback(lambda t, job=job, part=part: self._part_done(job, part, t))
 
-    def _start(self, job: _Job, slots: int) -> None:
-        """Send ``job``'s next ``slots`` choices as one part, on slots already counted as taken."""
-        self._started.add(job)
-        self._held[job.key] += 1
-        job.left, offset = job.left - slots, job.asked
-        job.asked += slots
-        part = _Part(slots)
-        task = asyncio.create_task(self._send(job, part, offset))
-        job.parts.add(task)
-        task.add_done_callback(lambda t: self._part_done(job, part, offset, t))
-
-    def _part_done(self, job: _Job, part: _Part, offset: int, task: asyncio.Task) -> None:
+    def _part_done(self, job: _Job, part: Part, task: asyncio.Task) -> None:
         job.parts.discard(task)
         if not job.done.done():
             failed = asyncio.CancelledError() if task.cancelled() else task.exception()
@@ -169,63 +117,35 @@ class Teacher:
                 job.done.set_exception(failed)
                 self._drop(job)
             else:
-                job.results[offset] = task.result()
-                if job.left == 0 and not job.parts:
-                    self._started.discard(job)
+                job.results[part.offset] = task.result()
+                if job.request.left == 0 and not job.parts:
+                    self.slots.finish(job.request)
                     job.done.set_result(None)
         # here, not in the part's own code: a part cancelled before it ran gives its slots back too
         self._give_back(job, part, part.slots, first=True)
 
     def _drop(self, job: _Job) -> None:
         """A request that failed or was cancelled: nothing more of it goes out, its parts stop."""
-        job.left = 0
-        self._started.discard(job)
-        if job in self._queue:
-            self._queue.remove(job)
-        for part in list(job.parts):
-            part.cancel()
+        self.slots.drop(job.request)
+        for task in list(job.parts):
+            task.cancel()
 
-    def _freed(self, job: _Job, slots: int, *, holds_prompt: bool = True) -> None:
-        """``slots`` of ``job``'s slots are free. Those that hold its prompt go on with its next choices, the
-        rest go to the others (one that holds it, to a request with the same prompt first)."""
-        more = min(slots, job.left) if holds_prompt and not job.done.done() else 0
-        if more:
-            self._start(job, more)
-        if slots > more:
-            self._free += slots - more
-            self._note()
-            self._dispatch(holds=job.key if holds_prompt and not more else None)
+    def _give_back(self, job: _Job, part: Part, slots: int, *, first: bool) -> None:
+        """``slots`` of ``part``'s slots end (``first``: with its first choice's), and go on to other parts."""
+        self._launch(self.slots.release(part, slots, first=first, go_on=not job.done.done()))
 
-    def _give_back(self, job: _Job, part: _Part, slots: int, *, first: bool) -> None:
-        """``slots`` of ``part``'s slots end; ``first``: the slot of its first choice among them, which
-        holds the prompt (llama.cpp clears the others', children copied from the first, as they end)."""
-        first = first and part.holder
-        if first:
-            part.holder = False
-            self._held[job.key] -= 1
-            if self._held[job.key] <= 0:
-                del self._held[job.key]
-        slots = min(slots, part.slots)
-        if slots:
-            part.slots -= slots
-            self._freed(job, slots, holds_prompt=first)
-
-    def _note(self) -> None:
-        self.occupancy.append((time.monotonic(), self.capacity - self._free))
-
-    async def _send(self, job: _Job, part: _Part, offset: int) -> Any:
-        """``job``'s choices ``offset`` to ``offset + part.slots`` on ``part.slots`` slots: one request, or
-        several when the server refuses as many choices in one (llama.cpp: at most its slots). Each slot is
-        given back as its choice ends, when the reply is streamed, else when all have (then the first
-        choice's slot among them holds the prompt, and a next part with the others' shares it)."""
+    async def _send(self, job: _Job, part: Part) -> Any:
+        """``job``'s choices ``part.offset`` on, on ``part.size`` slots: one request, or several when the
+        server refuses as many choices in one (llama.cpp: at most its slots). Each slot is given back as its
+        choice ends, when the reply is streamed, else when all have."""
         from unfork.client import APIError
 
-        slots = part.slots
+        slots = part.size
         while True:
             limit = min(self.max_choices or slots, slots)
             try:
-                results = await asyncio.gather(*(
-                    self._request(job.messages, part_params(job.kwargs, min(limit, slots - i), offset + i),
+                results = await gather_or_cancel(*(
+                    self._request(job.messages, part_params(job.kwargs, min(limit, slots - i), part.offset + i),
                                   lambda index=0: self._give_back(job, part, 1, first=index == 0))
                     for i in range(0, slots, limit)))
                 return results[0] if len(results) == 1 else merge_replies(results)
@@ -237,7 +157,7 @@ class Teacher:
 
     async def _request(self, messages: list[dict[str, str]], params: dict[str, Any],
                        release: Callable[[int], None]) -> Any:
-        start = time.monotonic()
+        start = self.clock()
         result = None
         if self.stream_choices and params.get("n", 1) > 1:
             from unfork.client import APIError
@@ -253,7 +173,7 @@ class Teacher:
             result = await self.client.chat(messages, model=self.model, **params)
         completion = await self._completion_tokens(result)
         prompt = result.usage.prompt_tokens
-        self.busy.append((start, time.monotonic(), completion, prompt, computed_prompt_tokens(result.raw, prompt)))
+        self.busy.append((start, self.clock(), completion, prompt, computed_prompt_tokens(result.raw, prompt)))
         return result
 
     async def _completion_tokens(self, result: Any) -> int:
@@ -265,28 +185,31 @@ class Teacher:
         total = result.usage.completion_tokens
         for text, finish in choices[1:]:
             counted = await self.count_tokens(text)
-            total += (counted if counted is not None else estimate_tokens(text)) + (finish == "stop")
+            total += (counted if counted is not None else estimate_tokens(text, count="chars")) + (finish == "stop")
         return total
 
 
 @dataclass(eq=False)
 class _Job:
-    """One ``chat`` call: its choices out, those still to send, and the replies of its parts."""
+    """One ``chat`` call: what it asks, its parts out now and their replies; ``request`` is the scheduler's."""
     messages: list[dict[str, str]]
     kwargs: dict[str, Any]
-    left: int  # choices not sent yet
     done: asyncio.Future
-    key: str  # the prompt's: requests with the same one share it where a slot holds it
-    asked: int = 0  # choices sent: the next part's first choice (its seed's offset)
+    request: Request
     parts: set[asyncio.Task] = field(default_factory=set)  # out now
     results: dict[int, Any] = field(default_factory=dict)  # by the part's first choice
 
 
-@dataclass(eq=False)
-class _Part:
-    """One request (or a few, see ``_send``) for some of a job's choices."""
-    slots: int  # those it still holds
-    holder: bool = True  # the slot of its first choice is among them, busy with the prompt
+async def gather_or_cancel(*aws: Any) -> list[Any]:
+    """``asyncio.gather``, except that on the first failure the others are cancelled and awaited, not left running."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def slots_busy(occupancy: list[tuple[float, int]], capacity: int, start: float, end: float) -> float:

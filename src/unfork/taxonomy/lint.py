@@ -2,14 +2,13 @@
 
 InstructLab runs ``yamllint -f parsable -d "{extends: relaxed, rules:
 {line-length: disable}}"`` on every qna.yaml (version >= 2) and counts its
-warnings as errors. Starting that process costs ~90 ms a file and yamllint
-as a library ~10 ms; validating a whole taxonomy needs well under 1 ms. So
-the same rules are re-implemented here: line rules on the raw text, token
-rules on the stream of libyaml's C scanner (PyYAML's ``CBaseLoader``), whose
-tokens and marks equal those of PyYAML's pure-Python scanner that yamllint
-uses once marks at a byte order mark and at the end of the text are
-corrected (see ``_normalise_marks``). That was checked by fuzzing: same
-tokens on every text PyYAML parses, apart from the cases listed below.
+warnings as errors. yamllint, as a process or as a library, costs far more
+per file than the rest of validation, so the same rules are re-implemented
+here: line rules on the raw text, token rules on the stream of libyaml's C
+scanner (PyYAML's ``CBaseLoader``), whose tokens and marks equal those of
+PyYAML's pure-Python scanner that yamllint uses once marks at a byte order
+mark and at the end of the text are corrected (see ``_normalise_marks``): the
+same tokens on every text PyYAML parses, apart from the cases listed below.
 
 Rules enabled by that configuration (yamllint 1.38, conf/relaxed.yaml over
 conf/default.yaml): anchors (undeclared aliases only), braces and brackets
@@ -48,7 +47,7 @@ import yaml
 
 from unfork.taxonomy.messages import Message
 
-# PyYAML without libyaml still works, only ~50x slower.
+# PyYAML without libyaml still works, only much slower.
 _Loader = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
 
 # Token kinds, as small ints so the rules compare them cheaply.

@@ -67,30 +67,36 @@ def file_version(root: MappingNode) -> int:
                 return 1
             try:
                 return int(v)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: .inf, which InstructLab crashes on
                 return 1
     return 1
 
 
 def validate_file(path: Path, root: Path | None = None, text: str | None = None, lint: bool = True) -> FileReport:
+    return parse_file(path, root, text, lint)[0]
+
+
+def parse_file(path: Path, root: Path | None = None, text: str | None = None,
+               lint: bool = True) -> tuple[FileReport, Node | None]:
+    """The report and the node tree it checked, so a valid leaf is not parsed a second time."""
     report = FileReport(path=display_path(path, root))
     report.foundational = "foundational_skills" in Path(os.path.abspath(path)).parts
     if is_misnamed(path):
         report.skipped = True
         report.add(Message(1, 1, "file.name", f"'{path.name}' is not read: a leaf must be named exactly "
                            f"'{LEAF_NAME}'", severity="warning", hint=f"rename it to {LEAF_NAME}"))
-        return report
+        return report, None
     if text is None:
         text, problems = reader.read_text(path, root)
         if text is None:
             report.errors.extend(problems)
-            return report
-    check_text(text, path, report, lint=lint)
+            return report, None
+    node = check_text(text, path, report, lint=lint)
     report.sort()
-    return report
+    return report, node
 
 
-def check_text(text: str, path: Path, report: FileReport, lint: bool = True) -> None:
+def check_text(text: str, path: Path, report: FileReport, lint: bool = True) -> Node | None:
     node, problems = reader.compose(text)
     report.kind = file_kind(path, node)
     if problems:  # lint findings would only repeat the syntax error; they come once it is fixed
@@ -119,6 +125,7 @@ def check_text(text: str, path: Path, report: FileReport, lint: bool = True) -> 
     for msg in schema.check_document(node, report.kind, report.version, builder):
         report.add(msg)
     _size_advice(node, report)
+    return node
 
 
 def _lint(text: str, report: FileReport) -> None:

@@ -1,5 +1,8 @@
 """Training data: chat rows -> token ids with a loss mask -> packed micro-batches.
 
+* :func:`load_jsonl` reads a file line by line: a line that cannot be a
+  sample (too long, not UTF-8, not JSON, no usable messages) is skipped and
+  counted, and a file with no usable line is an error that says why.
 * :func:`render` applies the model's own chat template. The template owns the
   loss mask: a token is a target only if its characters fall inside an
   assistant turn as the template renders it (content and end-of-turn marker).
@@ -16,8 +19,7 @@
   further and attends within each sample only, so no compute goes to
   masked-out pairs. A micro-batch's width is rounded up to a multiple of
   :data:`WIDTH_MULTIPLE` with a padding segment: a few shapes instead of one
-  per step, so the CPU's matmul library reuses its kernels and buffers
-  (measured: ~230 MB lower peak memory over two LoRA epochs, same speed).
+  per step, so the CPU's matmul library reuses its kernels and buffers.
 
 Targets are shifted here (``targets[t]`` is the token to predict after
 position ``t``, or -100), so a sample's last token never predicts the next
@@ -30,11 +32,12 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unfork.contracts import PHASES, DatasetFolder
 from unfork.errors import UserError
 
 IGNORE = -100
@@ -86,20 +89,104 @@ def render(tokenizer: Any, messages: Sequence[dict[str, str]]) -> Sample:
     return Sample(ids, mask)
 
 
+MAX_LINE_BYTES = 1 << 20
+"""A longer line is refused before it is parsed: real samples are far shorter, and rendering a huge one holds many copies."""
+MAX_DEPTH = 64
+"""Messages nested deeper than this are refused: the chat template would recurse past Python's stack."""
+SHOWN_LINES = 5
+"""How many bad lines a report names (the rest are only counted)."""
+
+
+def _lines(f: Any) -> Iterator[bytes | None]:
+    """The file's lines, one at a time; None (read through, never held) for a line over :data:`MAX_LINE_BYTES`."""
+    while line := f.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while (rest := f.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+        else:
+            yield line
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def parse_row(raw: bytes | None) -> dict[str, Any] | str | None:
+    """One line as a training row, or why it is unusable (None for a blank line)."""
+    if raw is None:
+        return f"longer than {MAX_LINE_BYTES:,} bytes"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (byte {exc.start + 1})"
+    if not text.strip():
+        return None
+    try:
+        row = json.loads(text)
+    except RecursionError:
+        return "not JSON (nested too deeply)"
+    except ValueError as exc:
+        return f"not JSON ({exc})"
+    messages = row.get("messages") if isinstance(row, dict) else None
+    if not isinstance(messages, list):
+        return "expected an object with a 'messages' list"
+    if not messages:
+        return "'messages' is empty"
+    for i, m in enumerate(messages, 1):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            return f"message {i} is not an object with a string 'role' and 'content'"
+    if _too_deep(messages):
+        return f"messages nested more than {MAX_DEPTH} levels deep"
+    return row
+
+
+@dataclass
+class JsonlRows:
+    """The usable rows of a JSONL file, and the lines that were skipped with why."""
+
+    path: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    """``(line number, reason)`` of each unusable line."""
+
+    def describe_skipped(self) -> str:
+        shown = "; ".join(f"line {n}: {why}" for n, why in self.skipped[:SHOWN_LINES])
+        more = f"; and {len(self.skipped) - SHOWN_LINES} more" if len(self.skipped) > SHOWN_LINES else ""
+        return f"{len(self.skipped)} unusable line{'s' * (len(self.skipped) != 1)} ({shown}{more})"
+
+    def note(self) -> str | None:
+        """A one-line report of the skipped lines (None when every line was usable)."""
+        return f"{self.path}: skipped {self.describe_skipped()}" if self.skipped else None
+
+
+def load_jsonl(path: Path) -> JsonlRows:
+    """Read a chat JSONL file line by line: bad lines are skipped and counted; a file of only bad lines is an error."""
+    out = JsonlRows(Path(path))
+    with out.path.open("rb") as f:
+        for n, raw in enumerate(_lines(f), 1):
+            row = parse_row(raw)
+            if isinstance(row, str):
+                out.skipped.append((n, row))
+            elif row is not None:
+                out.rows.append(row)
+    if out.skipped and not out.rows:
+        raise UserError(f"{out.path}: no usable line: {out.describe_skipped()}",
+                        hint='each line must be a UTF-8 JSON object like {"messages": [{"role": ..., '
+                             '"content": ...}, ...]}')
+    return out
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with Path(path).open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise UserError(f"{path}:{n}: not a JSON line ({exc})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
-                raise UserError(f"{path}:{n}: expected an object with a 'messages' list")
-            rows.append(row)
-    return rows
+    """The usable rows of a chat JSONL file (see :func:`load_jsonl`)."""
+    return load_jsonl(path).rows
 
 
 @dataclass
@@ -122,6 +209,18 @@ class Prepared:
         return {"rows": self.total, "kept": len(self.samples), "dropped_too_long": self.dropped_too_long,
                 "dropped_no_assistant": self.dropped_no_target, "longest_dropped": self.longest_dropped,
                 "tokens": self.tokens, "target_tokens": self.target_tokens}
+
+    def why_empty(self, max_seq_len: int) -> str:
+        """Why no sample is left, for the error that stops training."""
+        if not self.total:
+            return "no rows to train on"
+        reasons = []
+        if self.dropped_too_long:
+            reasons.append(f"{self.dropped_too_long} longer than --max-seq-len {max_seq_len} "
+                           f"(longest {self.longest_dropped} tokens)")
+        if self.dropped_no_target:
+            reasons.append(f"{self.dropped_no_target} without an assistant answer to learn from")
+        return f"none of its {self.total} samples is usable: {', '.join(reasons)}"
 
 
 def prepare(rows: Iterable[dict[str, Any]], tokenizer: Any, max_seq_len: int) -> Prepared:
@@ -282,6 +381,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def count_rows(path: Path) -> int:
+    """Lines with more than whitespace, read in chunks so that one huge line is never held whole."""
+    rows, filled = 0, False
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            *ended, rest = chunk.split(b"\n")
+            for line in ended:
+                rows += filled or bool(line.strip())
+                filled = False
+            filled = filled or bool(rest.strip())
+    return rows + filled
+
+
 @dataclass
 class DataFiles:
     """The files of one generated dataset (or a single file) that training reads."""
@@ -292,6 +404,16 @@ class DataFiles:
     train_skills: Path | None = None
     test: dict[str, Path] = field(default_factory=dict)
     """``all``/``knowledge``/``skills`` -> held-out file."""
+    skipped: dict[Path, str] = field(default_factory=dict)
+    """File -> report of the unusable lines :meth:`read` skipped in it."""
+
+    def read(self, path: Path) -> list[dict[str, Any]]:
+        """The usable rows of one of the files, noting the lines skipped."""
+        loaded = load_jsonl(path)
+        note = loaded.note()
+        if note:
+            self.skipped[loaded.path] = note
+        return loaded.rows
 
     def files(self) -> list[Path]:
         found = [self.train_all, self.train_knowledge, self.train_skills, *self.test.values()]
@@ -300,10 +422,8 @@ class DataFiles:
     def manifest(self) -> dict[str, Any]:
         out: dict[str, Any] = {"root": str(self.root), "files": {}}
         for p in self.files():
-            with p.open("rb") as f:
-                lines = sum(1 for line in f if line.strip())
-            out["files"][p.name] = {"path": str(p), "sha256": sha256_file(p), "rows": lines}
-        upstream = self.root / "manifest.json" if self.root.is_dir() else None
+            out["files"][p.name] = {"path": str(p), "sha256": sha256_file(p), "rows": count_rows(p)}
+        upstream = DatasetFolder(self.root).manifest_path if self.root.is_dir() else None
         if upstream and upstream.is_file():
             out["generation_manifest_sha256"] = sha256_file(upstream)
         return out
@@ -319,20 +439,28 @@ def find_data(path: str | Path | None, datasets_dir: Path) -> DataFiles:
             raise UserError(f"no such file or folder: {p}")
         folder = p
     else:
-        candidates = sorted((d for d in datasets_dir.glob("*") if d.is_dir() and any(d.glob("train_*.jsonl"))),
-                            key=lambda d: (d.stat().st_mtime, d.name))
+        # Only finished folders of a run that worked: one still being written (no manifest yet) has
+        # incomplete splits, and one whose leaves all had every sample refused failed.
+        def usable(d: Path) -> bool:
+            m = DatasetFolder(d).read_manifest()
+            refused = bool(m and m.leaves) and not any(isinstance(e, dict) and e.get("accepted") for e in m.leaves)
+            return m is not None and m.complete and not refused
+
+        candidates = sorted((d for d in datasets_dir.glob("*") if d.is_dir() and DatasetFolder(d).has_train_files()
+                             and usable(d)), key=lambda d: (d.stat().st_mtime, d.name))
         if not candidates:
             raise UserError(f"no generated dataset in {datasets_dir}",
                             hint="run 'unfork data generate', or pass --data-path FILE.jsonl")
         folder = candidates[-1]
 
-    def opt(name: str) -> Path | None:
-        f = folder / name
+    dataset = DatasetFolder(folder)
+
+    def opt(f: Path) -> Path | None:
         return f if f.is_file() and f.stat().st_size > 0 else None
 
-    files = DataFiles(folder, opt("train_all.jsonl"), opt("train_knowledge.jsonl"), opt("train_skills.jsonl"))
-    for kind in ("all", "knowledge", "skills"):
-        f = opt(f"test_{kind}.jsonl")
+    files = DataFiles(folder, *(opt(dataset.train_file(kind)) for kind in ("all", *PHASES)))
+    for kind in ("all", *PHASES):
+        f = opt(dataset.test_file(kind))
         if f:
             files.test[kind] = f
     if not (files.train_all or files.train_knowledge or files.train_skills):
