@@ -7,8 +7,11 @@ XDG locations by default; one variable, ``UNFORK_HOME``, relocates all of them
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from unfork.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -50,18 +53,44 @@ class Paths:
                 self.chat_logs_dir, self.models_dir]
 
 
-def _xdg(var: str, fallback: str) -> Path:
+def _xdg(var: str, fallback: str) -> tuple[Path, str]:
+    """The base folder and, for error messages, where it came from."""
     value = os.environ.get(var)
-    return Path(value) if value else Path.home() / fallback
+    if value:
+        return Path(value), f"{var}={value}"
+    try:
+        return Path.home() / fallback, "your home folder"
+    except RuntimeError:
+        raise UserError("cannot tell your home folder", hint="set HOME, or UNFORK_HOME to unfork's folder") from None
+
+
+def _check_folder(path: Path, source: str) -> None:
+    """A folder that exists or can be created: nothing on the way to it may be a file."""
+    for p in (path, *path.parents):
+        try:
+            st = os.stat(p)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            return  # unreadable: the command that needs it reports that itself
+        if stat.S_ISDIR(st.st_mode):
+            return
+        raise UserError(f"{source}: {p} is a file, not a folder", hint="move that file away, or choose another folder")
 
 
 def get_paths() -> Paths:
     home = os.environ.get("UNFORK_HOME")
     if home:
-        root = Path(home).expanduser()
-        return Paths(root / "config", root / "data", root / "cache")
-    return Paths(
-        _xdg("XDG_CONFIG_HOME", ".config") / "unfork",
-        _xdg("XDG_DATA_HOME", ".local/share") / "unfork",
-        _xdg("XDG_CACHE_HOME", ".cache") / "unfork",
-    )
+        try:
+            root = Path(home).expanduser()
+        except RuntimeError:  # ~user of a user this system does not know
+            raise UserError(f"UNFORK_HOME={home}: no such user's home folder",
+                            hint="give UNFORK_HOME as a full path") from None
+        paths, sources = Paths(root / "config", root / "data", root / "cache"), [f"UNFORK_HOME={home}"] * 3
+    else:
+        bases = [_xdg("XDG_CONFIG_HOME", ".config"), _xdg("XDG_DATA_HOME", ".local/share"),
+                 _xdg("XDG_CACHE_HOME", ".cache")]
+        paths, sources = Paths(*(base / "unfork" for base, _ in bases)), [source for _, source in bases]
+    for folder, source in zip((paths.config_dir, paths.data_dir, paths.cache_dir), sources, strict=True):
+        _check_folder(folder, source)
+    return paths

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from tests.train.conftest import tiny_model
+from unfork.errors import UserError
 from unfork.train.lora import LoRALinear, apply_lora, load_lora_state, lora_state, merge_lora, save_adapter
 
 
@@ -69,6 +70,43 @@ def test_adapter_round_trip_and_peft_layout(tokenizer, tmp_path):
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-4)
 
 
+LLAMA_LINEARS = "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"
+
+
 def test_no_matching_layer_is_an_error(tokenizer):
-    with pytest.raises(ValueError, match="no linear layer"):
+    with pytest.raises(UserError, match="no linear layer") as caught:
         apply_lora(tiny_model(len(tokenizer)), 2, 4, targets=("nope",))
+    assert f"its linear layers are named: {LLAMA_LINEARS}" in str(caught.value)
+
+
+@pytest.mark.parametrize("targets", [("q_proj", "qkv_proj"), ("embed_tokens",), ()])
+def test_an_unknown_target_is_an_error_listing_the_models_linear_layers(tokenizer, targets):
+    model = tiny_model(len(tokenizer))
+    with pytest.raises(UserError) as caught:
+        apply_lora(model, 2, 4, targets=targets)
+    message = str(caught.value)
+    assert "--lora-target-modules" in message and LLAMA_LINEARS in message
+    assert all(t in message for t in targets if t != "q_proj")
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())  # refused before changing anything
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_the_default_targets_train_what_a_model_has_of_them():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q_proj, self.qkv_proj, self.down_proj = nn.Linear(4, 4), nn.Linear(4, 12), nn.Linear(4, 4)
+
+    assert apply_lora(Block(), 2, 4) == ["q_proj", "down_proj"]
+
+
+def test_an_unknown_target_module_on_the_command_line_is_a_clear_error(tiny_model_dir, small_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from unfork.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["model", "train", "--model", str(tiny_model_dir), "--data-path",
+                                      str(small_dataset), "--device", "cpu", "--output-dir", str(tmp_path / "run"),
+                                      "--lora-target-modules", "q_proj", "--lora-target-modules", "qkv_proj"])
+    assert isinstance(result.exception, UserError), result.output  # printed without a traceback
+    assert "no linear layer named qkv_proj" in str(result.exception) and LLAMA_LINEARS in str(result.exception)

@@ -210,8 +210,24 @@ def load(folder: Path, *, model: torch.nn.Module, optimizer: Any, scheduler: Any
     from safetensors.torch import load_file
 
     load_trainable_state(model, load_file(str(folder / "trainable.safetensors")), sharded)
-    opt = torch.load(folder / "optimizer.pt", weights_only=False)
+    opt = load_plain(folder / "optimizer.pt")
     load_optimizer_state(model, optimizer, opt["optimizer"], sharded)
     scheduler.load_state_dict(opt["scheduler"])
-    set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+    set_rng_state(load_plain(folder / "rng.pt"))
     return Position(**read_state(folder)["position"])
+
+
+def load_plain(path: Path) -> Any:
+    """A ``torch.save`` file of tensors and plain values only, so a planted file cannot run code on resume."""
+    import pickle
+
+    from unfork.errors import UserError
+
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message mostly advises weights_only=False; keep only the line naming what was refused
+        detail = next((line for line in str(exc).splitlines() if "GLOBAL" in line), "").strip()
+        raise UserError(f"{path} holds more than tensors and plain values: refusing to load it"
+                        + (f" ({detail})" if detail else ""),
+                        hint="unfork did not write this file; delete the checkpoint folder to start over") from None

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from unfork.errors import UserError
+
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -46,8 +48,8 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         # The small matrices come to the activations' dtype, not the activations to theirs: a
-        # float32 copy of every bf16 input would be kept for the backward pass (measured: +14%
-        # peak memory and slower). Their gradients still land in float32 (autograd casts back).
+        # float32 copy of every bf16 input would be kept for the backward pass, costing memory and
+        # time. Their gradients still land in float32 (autograd casts back).
         a = self.lora_A.to(x.dtype)
         up = (self.lora_B * self.scale).to(x.dtype).t()  # scaling the small matrix, not the activations
         low = x @ a.t()
@@ -62,11 +64,35 @@ class LoRALinear(nn.Module):
         return self.base
 
 
+def linear_names(model: nn.Module) -> list[str]:
+    """The attribute names of the model's ``nn.Linear`` layers (what ``--lora-target-modules`` can name)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if name and isinstance(module, nn.Linear)})
+
+
+def check_targets(model: nn.Module, targets: Sequence[str]) -> None:
+    """Refuse target names the model has no linear layer for, listing the names it has.
+
+    The default targets name the usual decoder layers, and a model that lacks some of them
+    still trains the others; names the user chose must all exist.
+    """
+    names = linear_names(model)
+    if not targets:
+        raise UserError("--lora-target-modules names no layer", hint=f"the model's linear layers are named: "
+                                                                      f"{', '.join(names)}")
+    missing = [t for t in targets if t not in names]
+    if missing and (tuple(targets) != DEFAULT_TARGETS or len(missing) == len(targets)):
+        raise UserError(f"--lora-target-modules: {type(model).__name__} has no linear layer named "
+                        f"{', '.join(missing)}", hint=f"its linear layers are named: {', '.join(names)}")
+
+
 def apply_lora(model: nn.Module, rank: int, alpha: float, targets: Sequence[str] = DEFAULT_TARGETS) -> list[str]:
     """Freeze ``model`` and wrap every ``nn.Linear`` whose attribute name is in ``targets``.
 
-    Returns the dotted names of the wrapped layers; raises if none matched.
+    Returns the dotted names of the wrapped layers; raises (before changing anything) if a
+    target matches none (see :func:`check_targets`).
     """
+    check_targets(model, targets)
     for p in model.parameters():
         p.requires_grad_(False)
     wrapped = []
@@ -75,8 +101,6 @@ def apply_lora(model: nn.Module, rank: int, alpha: float, targets: Sequence[str]
             if child_name in targets and isinstance(child, nn.Linear):
                 setattr(module, child_name, LoRALinear(child, rank, alpha))
                 wrapped.append(f"{name}.{child_name}" if name else child_name)
-    if not wrapped:
-        raise ValueError(f"no linear layer named any of {', '.join(targets)} in {type(model).__name__}")
     return wrapped
 
 
