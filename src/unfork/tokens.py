@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 
-def estimate_tokens(text: str, *, count: Literal["bytes", "chars"] = "bytes") -> int:
+def estimate_tokens(text: str) -> int:
     """A conservative token count: one token per 3 bytes of UTF-8, rounded up.
 
-    English runs near 4 characters per token, so this over-counts it by about a
-    third; CJK text (3 bytes a character) comes out near one token a character.
-    Pass a real tokenizer where one exists for an exact budget.
-
-    ``count="chars"`` counts one token per 3 characters plus one instead: the
-    sdg engine's quick prompt-length check decides with it, and a dataset must
-    come out the same on a rerun.
+    English runs near 4 characters per token, so this over-counts it; CJK text
+    (3 bytes a character) comes out near one token a character. Where a real
+    tokenizer or the server's /tokenize is at hand, callers ask it instead.
     """
-    if count == "chars":
-        return len(text) // 3 + 1
-    if count != "bytes":
-        raise ValueError(f"count must be 'bytes' or 'chars', not {count!r}")
     return math.ceil(len(text.encode("utf-8")) / 3)

@@ -168,10 +168,10 @@ class LeafRun:
         text = "\n".join(m["content"] for m in messages)
         overhead = 8 * len(messages) + 16
         budget = window - max_tokens
-        if estimate_tokens(text, count="chars") + overhead <= 0.8 * budget:
+        if estimate_tokens(text) + overhead <= 0.8 * budget:
             return None  # clearly fits: no need to ask the server
         exact = await self.teacher.count_tokens(text)
-        count = (exact if exact is not None else estimate_tokens(text, count="chars")) + overhead
+        count = (exact if exact is not None else estimate_tokens(text)) + overhead
         if count > budget:
             how = "" if exact is not None else " (estimated)"
             return f"prompt too long: {count} tokens{how} + {max_tokens} to generate > context window {window}"

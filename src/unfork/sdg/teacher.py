@@ -185,7 +185,7 @@ class Teacher:
         total = result.usage.completion_tokens
         for text, finish in choices[1:]:
             counted = await self.count_tokens(text)
-            total += (counted if counted is not None else estimate_tokens(text, count="chars")) + (finish == "stop")
+            total += (counted if counted is not None else estimate_tokens(text)) + (finish == "stop")
         return total
 
 
