@@ -69,7 +69,7 @@ def test_simple_pipeline_makes_a_real_dataset_and_reuses_it(teacher, tmp_path):
                          endpoint_urls=[teacher.base_url], endpoint_model=teacher.model, api_key=teacher.api_key,
                          seed=1)
     out, manifest = generate_dataset(req, cfg, show_progress=False, echo=lambda *_: None)
-    leaves = {leaf["leaf"]: leaf for leaf in manifest["leaves"]}
+    leaves = {leaf["leaf"]: leaf for leaf in manifest.leaves}
     assert set(leaves) == {"compositional_skills/writing/freeform/haiku", "knowledge/geography/islands/marrowvey"}
     assert all(leaf["error"] is None for leaf in leaves.values())
     assert sum(leaf["accepted"] for leaf in leaves.values()) >= 2, leaves
@@ -79,7 +79,7 @@ def test_simple_pipeline_makes_a_real_dataset_and_reuses_it(teacher, tmp_path):
     # Generated samples name their teacher; the documents' own paragraphs name the document.
     assert {x["metadata"]["teacher"] for x in lines} == {teacher.model, "document"}
     assert all((x["metadata"]["teacher"] == "document") == (x["metadata"]["format"] == "passage") for x in lines)
-    assert manifest["stats"]["teacher"]["completion_tokens"] > 0
+    assert manifest.stats["teacher"]["completion_tokens"] > 0
     # Every request asked for 2 choices of one prompt, and llama.cpp wrote both (logged as the first + "others").
     from unfork.paths import get_paths
 
@@ -89,5 +89,5 @@ def test_simple_pipeline_makes_a_real_dataset_and_reuses_it(teacher, tmp_path):
     # Second run: same leaves, pipeline and teacher, so nothing is asked again.
     req.output_dir = tmp_path / "ds2"
     _, again = generate_dataset(req, cfg, show_progress=False, echo=lambda *_: None)
-    assert all(leaf["reused"] for leaf in again["leaves"])
-    assert again["stats"]["teacher"]["requests"] == 0
+    assert all(leaf["reused"] for leaf in again.leaves)
+    assert again.stats["teacher"]["requests"] == 0

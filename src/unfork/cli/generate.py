@@ -65,9 +65,9 @@ def generate(taxonomy_path: str | None, taxonomy_base: str | None, endpoint_url:
 
         print_reports(exc.reports, "text")
         raise
-    from unfork.contracts import DatasetFolder, DatasetManifest
+    from unfork.contracts import DatasetFolder
 
-    m, d = DatasetManifest.from_dict(manifest), DatasetFolder
+    m, d = manifest, DatasetFolder
     console.print(f"Dataset: {out}\n  train: {m.count(d.TRAIN_ALL)} samples "
                   f"({m.count(d.TRAIN_KNOWLEDGE)} knowledge, {m.count(d.TRAIN_SKILLS)} skills), "
                   f"test: {m.count(d.TEST_ALL)}", highlight=False)

@@ -172,12 +172,9 @@ def generate(job: Run, cfg: Any, root: Path, base: str, leaves: list[Leaf]) -> P
     req = GenerateRequest(taxonomy=root, base=base, teacher=cfg.models.teacher, output_dir=job.out / "dataset")
     out, manifest = generate_dataset(req, cfg.generate, console=console, show_progress=sys.stderr.isatty(),
                                      echo=lambda m: console.print(m, highlight=False, soft_wrap=True), leaves=leaves)
-    from unfork.contracts import DatasetManifest
-
-    written = DatasetManifest.from_dict(manifest)
-    job.data["dataset"] = {"path": str(out), "files": written.files,
+    job.data["dataset"] = {"path": str(out), "files": manifest.files,
                            "leaves": {e["leaf"]: {k: e[k] for k in ("accepted", "rejected", "train_samples")}
-                                      for e in written.leaves}}
+                                      for e in manifest.leaves}}
     return out
 
 

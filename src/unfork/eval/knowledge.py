@@ -36,6 +36,7 @@ from unfork.errors import UserError
 from unfork.sdg.facts import unsupported
 
 if TYPE_CHECKING:
+    from unfork.contracts import DatasetManifest
     from unfork.documents.chunk import Chunk
     from unfork.sdg.dedup import RougeIndex
     from unfork.sdg.engine import UnitOutcome
@@ -216,8 +217,8 @@ def knowledge_leaves(dataset: Path) -> tuple[Path, list[Any]]:
     from unfork.taxonomy.leaf import load_leaf
 
     manifest = _manifest(dataset)
-    root = Path(manifest.get("settings", {}).get("taxonomy", ""))
-    rels = [entry["leaf"] for entry in manifest.get("leaves", []) if entry.get("flow") == "knowledge"]
+    root = Path(manifest.settings.get("taxonomy", ""))
+    rels = [entry["leaf"] for entry in manifest.leaves if entry.get("flow") == "knowledge"]
     if not rels:
         return root, []
     if not root.is_dir():
@@ -376,14 +377,14 @@ def score_model(responder: Any, questions: list[MCQuestion], system: str | None)
     return out
 
 
-def _manifest(dataset: Path) -> dict[str, Any]:
+def _manifest(dataset: Path) -> DatasetManifest:
     from unfork.contracts import DatasetFolder
 
-    path = DatasetFolder(dataset).manifest_path
-    if not path.is_file():
-        raise UserError(f"{dataset} is not a generated dataset (no {DatasetFolder.MANIFEST})",
+    manifest = DatasetFolder(dataset).read_manifest()
+    if manifest is None:
+        raise UserError(f"{dataset} is not a generated dataset (no readable {DatasetFolder.MANIFEST})",
                         hint="pass --data-path with a folder written by unfork data generate")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return manifest
 
 
 def summarize(questions: list[MCQuestion], base: list[dict[str, Any]], trained: list[dict[str, Any]],
@@ -445,7 +446,7 @@ def run_knowledge(model: str, base_model: str, *, data_path: str | Path | None =
         dropped = ", ".join(f"{n} {why}" for why, n in exam.get("dropped", {}).items()) or "no knowledge leaf"
         raise UserError(f"no usable knowledge question for {dataset} ({dropped})",
                         hint="the knowledge benchmark needs knowledge leaves and a teacher that follows the format")
-    system = str(_manifest(dataset).get("pipeline", {}).get("mix", {}).get("system_prompt") or "") or None
+    system = str(_manifest(dataset).pipeline.get("mix", {}).get("system_prompt") or "") or None
     echo(f"Knowledge exam: {len(questions)} questions from the documents "
          f"({sum(exam.get('dropped', {}).values())} discarded while writing it)")
     scored = []

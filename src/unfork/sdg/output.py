@@ -147,7 +147,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_dataset(out: Path, results: list[LeafResult], pipeline: Pipeline, *, teacher: str, seed: int,
-                  settings: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+                  settings: dict[str, Any], stats: dict[str, Any]) -> DatasetManifest:
     """Write every file of the dataset folder, the manifest last; return the manifest."""
     import yaml
 
@@ -195,7 +195,7 @@ def write_dataset(out: Path, results: list[LeafResult], pipeline: Pipeline, *, t
         teacher=teacher, seed=seed, settings=settings, leaves=leaves, files=files,
         phases={"1": DatasetFolder.TRAIN_KNOWLEDGE, "2": DatasetFolder.TRAIN_SKILLS}, stats=stats)
     folder.write_manifest(manifest)
-    return manifest.to_dict()
+    return manifest
 
 
 def mix_recipe(train: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from unfork.errors import UserError
 
 if TYPE_CHECKING:
     from unfork.config import GenerateConfig
+    from unfork.contracts import DatasetManifest
     from unfork.documents.convert import Document
     from unfork.taxonomy.leaf import Leaf
     from unfork.taxonomy.messages import FileReport
@@ -108,7 +109,7 @@ async def first_model(client: Any) -> str:
 
 
 def generate_dataset(req: GenerateRequest, cfg: GenerateConfig, *, console: Any = None, show_progress: bool = True,
-                     echo=print, leaves: list[Leaf] | None = None) -> tuple[Path, dict[str, Any]]:
+                     echo=print, leaves: list[Leaf] | None = None) -> tuple[Path, DatasetManifest]:
     """Run the whole command with the ``generate`` settings ``cfg``; return the dataset folder and its manifest.
 
     The folder, ``req.output_dir`` or a new one in the datasets folder, is this run's alone while it writes.
@@ -121,7 +122,7 @@ def generate_dataset(req: GenerateRequest, cfg: GenerateConfig, *, console: Any 
 
 
 def _generate_into(out: Path, req: GenerateRequest, cfg: GenerateConfig, *, console: Any, show_progress: bool,
-                   echo, leaves: list[Leaf] | None) -> tuple[Path, dict[str, Any]]:
+                   echo, leaves: list[Leaf] | None) -> tuple[Path, DatasetManifest]:
     from unfork.paths import get_paths
     from unfork.sdg.engine import generate
     from unfork.sdg.output import write_dataset
