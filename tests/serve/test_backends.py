@@ -65,9 +65,18 @@ def test_api_key_goes_in_the_environment_not_argv(fake_llama, fake_gguf):
     ref = backends.resolve(str(fake_gguf))
     spec = backends.build_spec("llama-cpp", ref, host="127.0.0.1", port=8123, api_key="s3cret")
     assert "s3cret" not in " ".join(spec.argv)
-    assert spec.env == {"LLAMA_API_KEY": "s3cret"}
+    assert spec.env["LLAMA_API_KEY"] == "s3cret"
     assert spec.argv[0] == str(fake_llama)
     assert spec.model_id == "tiny-model"
+
+
+def test_llama_server_gives_memory_back_unless_the_user_tuned_malloc(fake_llama, fake_gguf, monkeypatch):
+    ref = backends.resolve(str(fake_gguf))
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    spec = backends.build_spec("llama-cpp", ref, host="127.0.0.1", port=8123)
+    assert spec.env == {"MALLOC_TRIM_THRESHOLD_": "131072"}
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "999")
+    assert "MALLOC_TRIM_THRESHOLD_" not in backends.build_spec("llama-cpp", ref, host="h", port=1).env
 
 
 def test_transformers_and_vllm_commands(tiny_folder):

@@ -128,11 +128,13 @@ def test_stream_events_report_a_failure_inside_the_stream():
 
 def test_read_json_refuses_what_is_not_an_object():
     class Req:
+        headers: dict = {}
+
         def __init__(self, raw: bytes):
             self.raw = raw
 
-        async def body(self) -> bytes:
-            return self.raw
+        async def stream(self):
+            yield self.raw
 
     assert asyncio.run(api.read_json(Req(b'{"a": 1}'))) == {"a": 1}
     with pytest.raises(api.RequestError, match="not valid JSON"):

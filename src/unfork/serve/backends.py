@@ -143,7 +143,7 @@ def build_spec(backend: str, model: ModelRef, *, host: str, port: int, api_key: 
         argv = llama_cpp.llama_server_command(
             llama_cpp.find_llama_server(), model.path, host=host, port=port, alias=model_id,
             parallel=parallel, ctx_size=ctx_size, threads=threads, webui=webui, shared_context=shared_context)
-        return ServerSpec(backend, argv, env, model_id, "llama-server")
+        return ServerSpec(backend, argv, {**llama_cpp.llama_server_env(), **env}, model_id, "llama-server")
     if backend == "transformers":
         argv = [sys.executable, "-m", "unfork.serve.hf_app", "--model", str(model.path), "--host", host,
                 "--port", str(port), "--model-id", model_id, "--ctx-size", str(ctx_size)]

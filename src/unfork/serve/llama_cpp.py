@@ -26,7 +26,7 @@ BINARY = "llama-server"
 ENV_BINARY = "UNFORK_LLAMA_SERVER"
 
 __all__ = ["BUILD_SCRIPT", "LLAMA_CPP_PYTHON_VERSION", "BackendNotInstalledError", "find_llama_server",
-           "llama_server_command", "repo_root"]
+           "llama_server_command", "llama_server_env", "repo_root"]
 
 
 class BackendNotInstalledError(UserError):
@@ -53,6 +53,15 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def llama_server_env() -> dict[str, str]:
+    """Environment for ``llama-server``: a fixed glibc trim threshold, so the memory a huge request took
+    (llama.cpp reads and tokenizes bodies up to 100 MB) goes back to the system afterwards instead of
+    staying with the server; a value the user set is kept."""
+    if "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return {}
+    return {"MALLOC_TRIM_THRESHOLD_": str(128 * 1024)}
 
 
 def llama_server_command(binary: Path | str, model_path: Path | str, *, host: str, port: int,

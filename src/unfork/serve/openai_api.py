@@ -8,7 +8,9 @@ checks live here, so they are tested with a scripted engine in milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import secrets
 import threading
 import time
@@ -18,6 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 PUBLIC_PATHS = frozenset({"/health", "/v1/health"})  # as llama-server: health needs no key
+# Far more than a whole context window of text takes, and small enough that a flood of bodies cannot
+# exhaust memory.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
 
 
 class RequestError(Exception):
@@ -100,7 +106,8 @@ def _number(body: dict, name: str, typ: type, lo: float | None = None, hi: float
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (typ is int and value != int(value)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (typ is int and value != int(value)):
         raise RequestError(f"'{name}' must be {'an integer' if typ is int else 'a number'}", param=name)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise RequestError(f"'{name}' must be between {lo} and {hi}", param=name)
@@ -125,7 +132,7 @@ def sampling_params(body: dict, prompt_tokens: int, context_length: int) -> Samp
         temperature=_number(body, "temperature", float, 0, 2),
         top_p=_number(body, "top_p", float, 0, 1),
         top_k=_number(body, "top_k", int, 0),
-        seed=_number(body, "seed", int),
+        seed=_number(body, "seed", int, *SEED_RANGE),
         stop=stop,
     )
 
@@ -262,14 +269,16 @@ def _next(it: Iterator[str]):
 async def pieces(engine: Engine, ids: list[int], params: SamplingParams, result: Generation) -> AsyncIterator[str]:
     """The engine's text pieces with stop strings cut out; the engine is cancelled when this ends early."""
     import anyio
-    from starlette.concurrency import run_in_threadpool
 
+    # A thread of this request's own: an engine may hold a lock between pieces, and requests queued on
+    # that lock must not take every thread of the shared pool from the one holding it (a deadlock).
+    own = anyio.CapacityLimiter(1)
     cancel = threading.Event()
     it = engine.generate(ids, params, cancel, result)
     scanner = StopScanner(params.stop)
     try:
         while True:
-            piece = await run_in_threadpool(_next, it)
+            piece = await anyio.to_thread.run_sync(_next, it, limiter=own)
             if piece is _END:
                 tail, hit = scanner.flush()
                 if tail:
@@ -286,7 +295,7 @@ async def pieces(engine: Engine, ids: list[int], params: SamplingParams, result:
     finally:
         cancel.set()
         with anyio.CancelScope(shield=True):
-            await run_in_threadpool(it.close)
+            await anyio.to_thread.run_sync(it.close, limiter=own)
 
 
 async def stream_events(engine: Engine, ids: list[int], params: SamplingParams, base: dict, chat: bool,
@@ -307,7 +316,19 @@ async def stream_events(engine: Engine, ids: list[int], params: SamplingParams, 
     yield b"data: [DONE]\n\n"
 
 
-async def generate_response(engine: Engine, model_id: str, body: dict, ids: list[int], chat: bool):
+async def whole_text(request, chunks: AsyncIterator[str]) -> str:
+    """All of a non-streamed answer; generation stops once the client has gone, as nobody would read it."""
+    out = []
+    async with contextlib.aclosing(chunks):
+        async for text in chunks:
+            out.append(text)
+            if request is not None and await request.is_disconnected():
+                break
+    return "".join(out)
+
+
+async def generate_response(engine: Engine, model_id: str, body: dict, ids: list[int], chat: bool,
+                            request=None):
     """A JSON answer, or a streaming one when the request asks for ``stream``."""
     from starlette.responses import JSONResponse, StreamingResponse
 
@@ -318,16 +339,36 @@ async def generate_response(engine: Engine, model_id: str, body: dict, ids: list
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     result = Generation()
-    text = "".join([t async for t in pieces(engine, ids, params, result)])
+    text = await whole_text(request, pieces(engine, ids, params, result))
     return JSONResponse(completion_body(base, chat, text, len(ids), result))
 
 
 # -- endpoints --------------------------------------------------------------------------------
 
+async def read_body(request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refused with 413 as soon as it is known to pass ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    too_big = RequestError(f"the request body is larger than {limit // (1024 * 1024)} MiB", status=413)
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 async def read_json(request) -> dict:
+    raw = await read_body(request)
     try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # bad JSON or text, NaN/Infinity, nesting deeper than Python's stack
         raise RequestError("the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
@@ -344,7 +385,7 @@ async def chat_completions(request, engine: Engine, model_id: str):
     body = await read_json(request)
     messages = chat_messages(body)
     ids = await run_in_threadpool(engine.encode_chat, messages, chat_tools(body))
-    return await generate_response(engine, model_id, body, ids, chat=True)
+    return await generate_response(engine, model_id, body, ids, chat=True, request=request)
 
 
 async def completions(request, engine: Engine, model_id: str):
@@ -353,7 +394,7 @@ async def completions(request, engine: Engine, model_id: str):
     body = await read_json(request)
     prompt = completion_prompt(body)
     ids = prompt if isinstance(prompt, list) else await run_in_threadpool(engine.encode, prompt)
-    return await generate_response(engine, model_id, body, ids, chat=False)
+    return await generate_response(engine, model_id, body, ids, chat=False, request=request)
 
 
 def request_error_response(exc: RequestError):
