@@ -378,7 +378,7 @@ def scalar(node: ScalarNode) -> Any:
         if tag == FLOAT:
             return float(yaml.load(node.value, Loader=_Loader))
         return yaml.load(yaml.serialize(node), Loader=_Loader)
-    except (yaml.YAMLError, ValueError, TypeError):
+    except (yaml.YAMLError, ValueError, TypeError, IndexError, KeyError, AttributeError):  # '!!timestamp x' and such
         return node.value
 
 

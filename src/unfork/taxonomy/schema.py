@@ -206,7 +206,10 @@ class Checker:
             value = self.builder.value(node)
         except reader.AliasBomb:
             return f"@{id(node)}"
-        return json.dumps(value, sort_keys=True, default=str)
+        try:
+            return json.dumps(value, sort_keys=True, default=str)
+        except (TypeError, ValueError):  # keys JSON cannot sort or write (0 beside '', a date): compare reprs
+            return repr(value)
 
     def check_obj(self, node: Node, spec: Obj, path: str) -> None:
         if not self.check_type(node, isinstance(node, MappingNode), "a mapping of 'key: value' lines", path):
