@@ -74,7 +74,7 @@ class Pipeline:
             from jinja2.sandbox import ImmutableSandboxedEnvironment
 
             # Sandboxed: a pipeline folder may come from anyone, and its templates must not reach os.system.
-            self._env = ImmutableSandboxedEnvironment(loader=jinja2.FileSystemLoader(str(self.folder)),
+            self._env = ImmutableSandboxedEnvironment(loader=_folder_loader()(str(self.folder)),
                                                       undefined=jinja2.StrictUndefined,
                                                       keep_trailing_newline=False, autoescape=False)
             self._env.template_class = _sandboxed_template()
@@ -82,6 +82,25 @@ class Pipeline:
 
     def build_steps(self, flow: str) -> list[Step]:
         return [STEP_TYPES[s.type](s, self.templates, self.system_prompt) for s in self.flows[flow].steps]
+
+
+@functools.cache
+def _folder_loader() -> type:
+    """A loader that reads only regular files inside the pipeline folder: a shared folder's template
+    may not be a link that turns a file of the maintainer's into a prompt."""
+    import jinja2
+
+    class FolderLoader(jinja2.FileSystemLoader):
+        def get_source(self, environment: Any, template: str) -> Any:
+            source, filename, uptodate = super().get_source(environment, template)
+            root = Path(self.searchpath[0]).resolve()
+            path = Path(filename)
+            if path.is_symlink() or not path.resolve().is_relative_to(root):
+                raise PipelineError(f"{filename}: a template must be a file inside the pipeline folder, "
+                                    "not a link", hint="copy the template into the folder")
+            return source, filename, uptodate
+
+    return FolderLoader
 
 
 @functools.cache
@@ -126,6 +145,8 @@ def folder_hash(folder: Path) -> str:
 def load_pipeline(name_or_dir: str) -> Pipeline:
     import yaml
 
+    from unfork.config import ALIAS_BOMB_HINT, ALIAS_BOMB_TEXT, BAD_TAG_ERRORS, MAX_YAML_VALUES, expanded_size
+
     folder = resolve_folder(name_or_dir)
     where = folder / "pipeline.yaml"
     try:
@@ -135,6 +156,11 @@ def load_pipeline(name_or_dir: str) -> Pipeline:
         raise PipelineError(f"{where}: {_not_utf8(exc)}", hint="save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise PipelineError(f"{where}: not valid YAML ({exc})") from None
+    except BAD_TAG_ERRORS as exc:
+        raise PipelineError(f"{where}: not valid YAML (a tagged value such as '!!int' alone cannot be read: {exc})",
+                            hint="remove the '!!' tag") from None
+    if expanded_size(data) > MAX_YAML_VALUES:
+        raise PipelineError(f"{where}: {ALIAS_BOMB_TEXT}", hint=ALIAS_BOMB_HINT)
     if not isinstance(data, dict) or not isinstance(data.get("flows"), dict):
         raise PipelineError(f"{where}: needs a 'flows' mapping (freeform_skill, grounded_skill, knowledge)")
     src = _Source(where, text)
@@ -230,7 +256,7 @@ def _flow(src: _Source, fname: str, fdata: Any) -> Flow:
         s = dict(s)
         name = str(s.pop("name", f"step{i + 1}"))
         typ = s.pop("type", None)
-        if typ not in STEP_TYPES:
+        if not isinstance(typ, str) or typ not in STEP_TYPES:
             raise PipelineError(f"{where}: step '{name}' (flow {fname}) has type {typ!r}",
                                 hint=f"types: {', '.join(STEP_TYPES)}")
         reads, writes = s.pop("reads", []), s.pop("writes", [])
@@ -271,8 +297,8 @@ def check_pipeline(pipe: Pipeline, where: Path | str = "") -> None:
                 raise PipelineError(f"{at}: {exc}") from None
             if spec.type in TEMPLATED:
                 tname = spec.options.get("template")
-                if not tname:
-                    raise PipelineError(f"{at} needs a 'template'")
+                if not tname or not isinstance(tname, str):
+                    raise PipelineError(f"{at} needs a 'template': the name of a file in the folder, not {tname!r}")
                 try:
                     source = pipe.templates.loader.get_source(pipe.templates, tname)[0]
                     tree = pipe.templates.parse(source)
