@@ -293,3 +293,32 @@ def test_unfork_run_picks_a_new_folder_each_time_and_locks_it(monkeypatch, unfor
         res = CliRunner().invoke(cli, ["run", "--output-dir", str(locked)])
     assert res.exit_code == 1 and f"PID {holder.proc.pid}" in str(res.exception)
     assert len(seen) == 2  # no stage started
+
+
+# ------------------------------------------------------------------------------- folders written whole
+
+
+def test_an_atomic_folder_replaces_only_ours_and_a_swap_cut_short_is_put_back(tmp_path):
+    final = tmp_path / "final"
+    with fsio.atomic_folder(final, markers=("model.json",)) as tmp:
+        (tmp / "model.json").write_text("1")
+    with pytest.raises(RuntimeError), fsio.atomic_folder(final, markers=("model.json",)) as tmp:
+        (tmp / "model.json").write_text("2")
+        raise RuntimeError("killed while writing")
+    assert (final / "model.json").read_text() == "1" and sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+    # A process killed between the two renames of a swap leaves the old folder under its hidden name.
+    old = tmp_path / ".final.0123456789ab.old"
+    final.rename(old)
+    (tmp_path / ".run.json.abcdef012345.tmp").write_text("half")
+    fsio.sweep_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"] and (final / "model.json").read_text() == "1"
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(fsio.NotOurs), fsio.atomic_folder(notes, markers=("model.json",)):
+        pass
+    with pytest.raises(fsio.NotOurs):
+        fsio.remove_tree(notes, markers=("model.json",))
+    assert (notes / "todo.txt").read_text() == "mine"
+    fsio.remove_tree(final, markers=("model.json",))
+    assert not final.exists()

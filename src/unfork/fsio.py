@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import shutil
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from unfork.errors import UserError
 
 LOCK_NAME = ".unfork.lock"
 """The lock file :func:`folder_lock` keeps inside a folder while a run writes into it."""
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_TEMP = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.(?P<kind>tmp|partial|old)")
 
 
 class FolderLocked(UserError):
@@ -23,26 +30,181 @@ class NotAFile(UserError):
     pass
 
 
+class DiskFull(UserError, OSError):
+    """Still an ``OSError``, so code that handles a failed write keeps handling it."""
+
+
+class NotOurs(UserError):
+    pass
+
+
+def _disk_full(path: Path, exc: OSError) -> DiskFull:
+    return DiskFull(f"cannot write {path}: {os.strerror(exc.errno or errno.ENOSPC)}",
+                    hint="free some space and run the command again; what was there before is unchanged")
+
+
+def _temp_beside(path: Path, suffix: str = ".tmp") -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{suffix}")
+
+
+def _write(f: Any, data: bytes) -> None:
+    """The one place fsio hands bytes to the operating system, so a test can fill the disk here."""
+    f.write(data)
+
+
+def _sync_file(path: Path) -> None:
+    """Flush a file (maybe written by another library) to disk before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so a reader, or a crash, sees the old file or the new one, never half of one."""
+    atomic_write_chunks(path, [data])
+
+
+def atomic_write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
+    """:func:`atomic_write_bytes` for data that streams; an exception from ``chunks`` leaves ``path`` as it was."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    # os.open with 0o666 lets the umask decide the mode, as a plain write would.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    tmp = _temp_beside(path)
     try:
+        # os.open with 0o666 lets the umask decide the mode, as a plain write would.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for data in chunks:
+                _write(f, data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise _disk_full(path, exc) from None
         raise
     _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: Path, data: Any, *, indent: int | None = 2, ensure_ascii: bool = True,
+                      newline: bool = True, **dumps: Any) -> None:
+    import json
+
+    atomic_write_text(path, json.dumps(data, indent=indent, ensure_ascii=ensure_ascii, **dumps)
+                      + ("\n" if newline else ""))
+
+
+def atomic_write_lines(path: Path, lines: list[str]) -> None:
+    """Write a JSONL (or any line) file atomically: each item gets its newline."""
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a library that writes by file name; renamed over ``path`` on success."""
+    path = Path(path)
+    ensure_folder(path.parent)
+    tmp = _temp_beside(path)
+    try:
+        yield tmp
+        _sync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise _disk_full(path, exc) from None
+        raise
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path, *, markers: tuple[str, ...], partial: Path | None = None) -> Iterator[Path]:
+    """A fresh temporary folder (``partial``, or a hidden name beside ``path``) that replaces ``path`` on success.
+
+    An existing ``path`` is only replaced when it holds one of ``markers`` (a file unfork writes), so a
+    folder of the user's is never swapped away; if the process dies mid-swap the old folder survives
+    under a hidden ``.old`` name.
+    """
+    path = Path(path)
+    if path.exists() and not owned(path, markers):
+        raise NotOurs(f"{path} exists and was not written by unfork (it holds none of {', '.join(markers)})",
+                      hint="choose another output, or move that folder away yourself")
+    ensure_folder(path.parent)
+    tmp = Path(partial) if partial is not None else _temp_beside(path, ".partial")
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp)  # a partial folder an interrupted run of ours left
+    tmp.mkdir()
+    try:
+        yield tmp
+        for f in sorted(tmp.rglob("*")):
+            if f.is_file() and not f.is_symlink():
+                _sync_file(f)
+        _swap_in(tmp, path)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise _disk_full(path, exc) from None
+        raise
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    if not path.exists():
+        os.replace(tmp, path)
+    else:
+        old = _temp_beside(path, ".old")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(path.parent)
+
+
+def sweep_temporaries(folder: Path) -> None:
+    """Clear what a killed writer left below ``folder``; call it holding the folder's lock, so none is live.
+
+    A ``.old`` folder whose original is missing (killed mid-swap) is put back, never deleted.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.rglob(".*"), key=lambda p: len(p.parts)):
+        match = _TEMP.fullmatch(path.name)
+        if match is None or path.is_symlink() or not path.exists():
+            continue
+        original = path.with_name(match["name"])
+        if match["kind"] == "old" and not original.exists():
+            os.replace(path, original)
+        elif path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def owned(path: Path, markers: tuple[str, ...]) -> bool:
+    """Whether ``path`` is a real folder (no symlink) holding one of unfork's ``markers``, or an empty one."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return not any(path.iterdir()) or any((path / m).is_file() for m in markers)
+
+
+def remove_tree(path: Path, *, markers: tuple[str, ...]) -> None:
+    """Delete a folder unfork wrote, known by one of its ``markers``; anything else is refused, never deleted."""
+    path = Path(path)
+    if not owned(path, markers):
+        raise NotOurs(f"refusing to delete {path}: unfork did not write it (it holds none of {', '.join(markers)})",
+                      hint="delete it yourself if you are sure")
+    shutil.rmtree(path)
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a temporary file, so ``dst`` is the old file or a whole copy."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -108,9 +270,16 @@ def new_folder(parent: Path, name: str) -> Path:
 @contextlib.contextmanager
 def folder_lock(folder: Path) -> Iterator[Path]:
     """Hold ``folder`` for this process; another process that asks fails at once, told who holds it."""
+    with file_lock(Path(folder) / LOCK_NAME, str(folder)) as path:
+        yield path
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, what: str) -> Iterator[Path]:
+    """Hold the lock file ``path`` (guarding ``what``); a second process fails at once, told the holder's PID."""
     import fcntl
 
-    path = Path(folder) / LOCK_NAME
+    path = Path(path)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -118,7 +287,7 @@ def folder_lock(folder: Path) -> Iterator[Path]:
         except BlockingIOError:
             holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise FolderLocked(f"{folder} is in use by another unfork process (PID {holder})",
+            raise FolderLocked(f"{what} is in use by another unfork process (PID {holder})",
                                hint=f"wait for it to finish (e.g. 'tail --pid={holder} -f /dev/null'), "
                                     "or choose another folder") from None
         # The holder before us may have removed the file after we opened it: lock the one in place.
@@ -152,6 +321,7 @@ def run_folder(out: Path | None, parent: Path, name: str) -> Iterator[Path]:
         ensure_folder(folder)
     try:
         with folder_lock(folder):
+            sweep_temporaries(folder)
             yield folder
     except BaseException:
         if made:

@@ -81,9 +81,9 @@ class Conversation:
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.messages(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        from unfork.fsio import atomic_write_json
+
+        atomic_write_json(path, self.messages(), ensure_ascii=False)
         return path
 
     @classmethod

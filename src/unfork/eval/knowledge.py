@@ -359,7 +359,9 @@ def load_or_build_exam(dataset: Path, make_client: Callable[[], tuple[Any, str |
     exam = {"format": "unfork-knowledge-exam-1", "teacher": model, "hold_out_rouge_l": HOLD_OUT_ROUGE,
             "questions": [asdict(q) for q in build.questions], "dropped": build.dropped}
     if build.questions:  # an empty exam is not cached: a better teacher may do it next time
-        path.write_text(json.dumps(exam, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        from unfork.fsio import atomic_write_json
+
+        atomic_write_json(path, exam, ensure_ascii=False)
     return exam
 
 

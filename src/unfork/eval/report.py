@@ -369,6 +369,8 @@ def write_report(run_dir: Path, *, run: dict[str, Any], dataset_dir: Path | None
     """Write report.md, report.html, loss.svg and scores.svg into ``run_dir``; return the two reports."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    from unfork.fsio import atomic_write_text
+
     dataset_dir = Path(dataset_dir) if dataset_dir else None
     train_dir = Path(train_dir) if train_dir else None
     manifest = DatasetFolder(dataset_dir).read_manifest() if dataset_dir else None
@@ -379,9 +381,9 @@ def write_report(run_dir: Path, *, run: dict[str, Any], dataset_dir: Path | None
                 times_section(run), training, scores, examples_section(results, comparisons), chat_section(train_dir)]
     for chart in (loss_chart, scores_chart):
         if chart is not None:
-            (run_dir / chart.file).write_text(chart.svg + "\n", encoding="utf-8")
+            atomic_write_text(run_dir / chart.file, chart.svg + "\n")
     title = str(run.get("title") or "unfork run report")
     md, html = run_dir / "report.md", run_dir / "report.html"
-    md.write_text(render_markdown(title, sections), encoding="utf-8")
-    html.write_text(render_html(title, sections), encoding="utf-8")
+    atomic_write_text(md, render_markdown(title, sections))
+    atomic_write_text(html, render_html(title, sections))
     return md, html

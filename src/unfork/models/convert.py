@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from unfork.errors import MissingExtraError, UserError
+from unfork.fsio import atomic_folder, atomic_path
 from unfork.models import catalog, llama_tools
 from unfork.models.llama_tools import LLAMA_CPP_PYTHON_VERSION
 from unfork.models.store import (
+    MANIFEST,
     Echo,
     ResolvedModel,
     chat_template_of,
@@ -98,19 +100,10 @@ def gguf_to_hf(gguf_path: Path, out: Path, *, dtype: str = "bfloat16") -> Path:
         if template:
             tokenizer.chat_template = template
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(Path(out), markers=(MANIFEST, "config.json")) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out)
 
 
 def cached_hf(entry: catalog.CatalogEntry) -> ResolvedModel | None:
@@ -257,25 +250,19 @@ def hf_to_gguf(hf_folder: Path, out: Path, *, outtype: str = "f16", converter: P
                 f"GGUF type {outtype} needs llama.cpp's llama-quantize, which is not built",
                 hint="build it with scripts/build_llama_cpp.sh, or use --outtype q8_0 or f16")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     first_type = "f16" if quantize_exe else outtype
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{first_type}.partial")
     env = dict(os.environ)
     env.pop("NO_LOCAL_GGUF", None)  # use the gguf-py vendored with the converter, which matches it
-    try:
-        _run([sys.executable, str(converter), str(hf_folder), "--outfile", str(tmp), "--outtype", first_type],
-             "llama.cpp's convert_hf_to_gguf.py", env=env)
-        if quantize_exe:
-            qtmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-            try:
-                _run([str(quantize_exe), str(tmp), str(qtmp), outtype.upper()], "llama-quantize")
-                os.replace(qtmp, out)
-            finally:
-                qtmp.unlink(missing_ok=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(out) as target:
+        tmp = target.with_name(f"{target.name}.{first_type}") if quantize_exe else target
+        try:
+            _run([sys.executable, str(converter), str(hf_folder), "--outfile", str(tmp), "--outtype", first_type],
+                 "llama.cpp's convert_hf_to_gguf.py", env=env)
+            if quantize_exe:
+                _run([str(quantize_exe), str(tmp), str(target), outtype.upper()], "llama-quantize")
+        finally:
+            if tmp != target:
+                tmp.unlink(missing_ok=True)
     return out
 
 

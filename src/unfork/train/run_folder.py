@@ -7,6 +7,7 @@ from pathlib import Path
 
 from unfork.contracts import TrainingRun
 from unfork.errors import UserError
+from unfork.fsio import LOCK_NAME
 
 REPORTS = ("tensorboard", "wandb")
 """Folders the reporter (unfork.train.report) writes into the run when ``--report-to`` asks for them."""
@@ -36,7 +37,7 @@ def clear_for_fresh(run: TrainingRun) -> None:
         return
     if not root.is_dir():
         raise UserError(f"--output-dir {root} is a file, not a folder", hint="choose another --output-dir")
-    if any(root.iterdir()) and not is_training_run(run):
+    if any(p.name != LOCK_NAME for p in root.iterdir()) and not is_training_run(run):
         raise UserError(f"--fresh would delete {root}, which is not empty and holds no training run "
                         f"(no readable {TrainingRun.INFO})",
                         hint="choose another --output-dir, or empty that folder yourself")
