@@ -42,7 +42,8 @@ _SEED = 2 ** 32 - 1  # the widest seed every library in the stack (numpy include
 
 @dataclass
 class GeneralConfig:
-    log_level: str = _f("INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_level: str = _f("WARNING", "Messages shown on stderr from this level up; 'unfork -v' (INFO) and "
+                        "'-vv' or '--debug' (DEBUG) win over it.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
 @dataclass
@@ -89,6 +90,9 @@ class GenerateConfig:
     seed: int = _f(42, "Random seed.", min=0, max=_SEED)
     knowledge_samples: int = _f(0, "Accepted samples to aim for per knowledge leaf; 0: the same as num_samples.",
                                 min=0, max=_COUNT)
+    samples_per_seed: int = _f(0, "If set, each leaf aims for this many accepted samples per seed example it has "
+                                  "(ilab's --sdg-scale-factor), instead of num_samples and knowledge_samples.",
+                               min=0, max=_COUNT)
     ctx_per_slot: int = _f(2048, "Context window in tokens of each slot of the local teacher server.",
                            min=1, max=_TOKENS)
     request_timeout: float = _f(600.0, "Seconds to wait for one teacher response.", min=1, max=86_400)
@@ -240,8 +244,10 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 
         try:
             value = yaml.safe_load(value) if value.strip() else {}
-        except yaml.YAMLError:
+        except (yaml.YAMLError, *BAD_TAG_ERRORS):
             raise ConfigError(f"{where}: expected a mapping such as {{key: value}}, got {value!r}") from None
+        if expanded_size(value) > MAX_YAML_VALUES:
+            raise ConfigError(f"{where}: {ALIAS_BOMB_TEXT}", hint=ALIAS_BOMB_HINT)
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping such as {{key: value}}, got {value!r}")
     return {str(k): v for k, v in value.items()}
@@ -305,18 +311,59 @@ def _file_data(path: Path) -> dict[str, Any]:
         text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml.load(text, Loader=loader)
+    except BAD_TAG_ERRORS as exc:
+        raise ConfigError(f"{path}: not valid YAML (a tagged value such as '!!int' alone cannot be read: {exc})",
+                          hint="remove the '!!' tag") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}{at}: not valid YAML ({getattr(exc, 'problem', exc)})",
+        problem = getattr(exc, "problem", exc)
+        if isinstance(exc, yaml.reader.ReaderError):  # a character YAML forbids, such as NUL: no mark, an offset
+            done = text.encode()[:exc.position].decode(errors="replace") if loader is not yaml.SafeLoader \
+                else text[:exc.position]
+            at, problem = f":{done.count(chr(10)) + 1}:{len(done) - done.rfind(chr(10))}", exc.reason
+        raise ConfigError(f"{path}{at}: not valid YAML ({problem})",
                           hint="fix the file, or recreate it with 'unfork config init --force'") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    if expanded_size(data) > MAX_YAML_VALUES:
+        raise ConfigError(f"{path}: {ALIAS_BOMB_TEXT}", hint=ALIAS_BOMB_HINT)
     return data
+
+
+# What PyYAML's constructors let out, instead of a YAMLError, for a bad explicit tag ('!!int' alone, '!!bool x').
+BAD_TAG_ERRORS = (ValueError, IndexError, KeyError, AttributeError, TypeError, RecursionError)
+MAX_YAML_VALUES = 100_000
+"""Values a settings or pipeline file may hold with its aliases expanded: real ones hold hundreds, a bomb billions."""
+ALIAS_BOMB_TEXT = f"its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values, or a value contains itself"
+ALIAS_BOMB_HINT = "write the values out instead of repeating them with aliases"
+
+
+def expanded_size(data: Any) -> float:
+    """How many values ``data`` holds with shared lists and mappings counted each time (inf if one contains itself)."""
+    if not isinstance(data, (dict, list)):
+        return 1
+    sizes: dict[int, float] = {}
+    open_: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        item, done = stack.pop()
+        children = [c for c in (item.values() if isinstance(item, dict) else item) if isinstance(c, (dict, list))]
+        if done:
+            open_.discard(id(item))
+            sizes[id(item)] = 1 + len(item) - len(children) + sum(sizes[id(c)] for c in children)
+        elif id(item) in open_:
+            return math.inf
+        elif id(item) not in sizes:
+            open_.add(id(item))
+            stack.append((item, True))
+            stack.extend((c, False) for c in children)
+    return sizes[id(data)]
 
 
 def read_settings(path: Path) -> dict[str, Any]:

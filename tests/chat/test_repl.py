@@ -55,14 +55,14 @@ def test_question_is_streamed_and_remembered(server, tmp_path):
 
 
 def test_clear_context(server, tmp_path):
-    repl, out = make_repl(server, ["first", "/c", "second"], tmp_path)
+    repl, out = make_repl(server, ["first", "/clear", "second"], tmp_path)
     run(repl)
     assert "Context cleared." in out.getvalue()
     assert sent(server)[1] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "second"}]
 
 
 def test_help_markdown_toggle_unknown(server, tmp_path):
-    repl, out = make_repl(server, ["/h", "/m", "/m", "/zz"], tmp_path)
+    repl, out = make_repl(server, ["/h", "/markdown", "/markdown", "/zz"], tmp_path)
     repl.markdown = True
     run(repl)
     text = out.getvalue()
@@ -70,6 +70,47 @@ def test_help_markdown_toggle_unknown(server, tmp_path):
     assert "Markdown off." in text and "Markdown on." in text
     assert "Unknown command /zz" in text
     assert server.posts() == []
+
+
+def test_ilab_context_command_changes_the_system_prompt(server, tmp_path):
+    repl, out = make_repl(server, ["first", "/c", "/c cli_helper", "list files", "/c default", "again"], tmp_path)
+    run(repl)
+    assert "/c takes a context: default, cli_helper" in out.getvalue()
+    cli_helper, default = sent(server)[1], sent(server)[2]
+    assert cli_helper[0]["content"].startswith("You are an expert for command line interface")
+    assert [m["content"] for m in cli_helper[1:]] == ["list files"]
+    assert default == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "again"}]
+
+
+def test_ilab_multiline_for_the_next_message_or_for_good(server, tmp_path):
+    lines = ["/m", "line one", "line two", "", "single", "/M", "a", "b", "", "c", ""]
+    repl, out = make_repl(server, lines, tmp_path)
+    run(repl)
+    asked = [msgs[-1]["content"] for msgs in sent(server)]
+    assert asked == ["line one\nline two", "single", "a\nb", "c"]
+    assert "Multi-line input on" in out.getvalue()
+
+
+def test_ilab_amend_model_and_new_session_from_loaded(server, tmp_path):
+    server.push(Reply(text="one"))
+    repl, out = make_repl(server, ["q1", "/s base", "/clear", "/L base", "q2", "/n", "q3", "/N", "q4",
+                                   "/a other-model", "q5", "/a"], tmp_path)
+    run(repl)
+    contents = [[m["content"] for m in msgs] for msgs in sent(server)]
+    assert contents[1] == ["Be brief.", "q1", "one", "q2"]
+    assert contents[2] == ["Be brief.", "q1", "one", "q3"]  # /n starts from what /L loaded
+    assert contents[3] == ["Be brief.", "q4"]  # /N ignores it
+    assert [b["model"] for b in server.posts()][-1] == "other-model"
+    assert contents[4] == ["Be brief.", "q5"]
+    assert "/a needs a model name; now: other-model" in out.getvalue()
+
+
+def test_ilab_display_previous_answer(server, tmp_path):
+    server.push(Reply(text="first"), Reply(text="second"))
+    repl, out = make_repl(server, ["a", "b", "/d 2", "/md", "/d x"], tmp_path)
+    run(repl)
+    assert out.getvalue().startswith("first\nsecond\nfirst\nsecond\n")
+    assert "take a number" in out.getvalue()
 
 
 def test_quit_stops_reading(server, tmp_path):
@@ -80,7 +121,7 @@ def test_quit_stops_reading(server, tmp_path):
 
 def test_save_and_load(server, tmp_path):
     server.push(Reply(text="one"), Reply(text="two"))
-    repl, out = make_repl(server, ["q1", "/s mine", "/c", "/l mine", "q2"], tmp_path)
+    repl, out = make_repl(server, ["q1", "/s mine", "/clear", "/l mine", "q2"], tmp_path)
     run(repl)
     saved = tmp_path / "logs" / "mine.json"
     assert json.loads(saved.read_text())[:3] == [

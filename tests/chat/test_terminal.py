@@ -55,7 +55,7 @@ def test_interactive_session(unfork_home):
         assert [m["content"] for m in json.loads(saved.read_text())][1:] == [
             "What is the capital of France?", "Paris is the capital of France."]
 
-        child.sendline("/c")
+        child.sendline("/clear")
         child.expect("Context cleared.")
         child.expect(PROMPT)
 
@@ -70,6 +70,16 @@ def test_interactive_session(unfork_home):
         last = wait_posts(server, 2)[-1]["messages"]
         assert last == [{"role": "system", "content": "You are a helpful assistant."},
                         {"role": "user", "content": "line one\nline two\nline three"}]
+
+        # ilab's /m: in multi-line input Enter adds a line and Esc then Enter sends.
+        child.sendline("/m")
+        child.expect("Multi-line input for the next message")
+        child.expect(PROMPT)
+        child.send("first\rsecond")
+        child.send("\x1b\r")
+        child.expect("ok")
+        child.expect(PROMPT)
+        assert wait_posts(server, 3)[-1]["messages"][-1]["content"] == "first\nsecond"
 
         # Ctrl-C stops a slow answer and the chat goes on.
         server.push(Reply(text="one two three four five six seven eight nine ten", chunk_delay=0.4),
@@ -104,7 +114,7 @@ def test_markdown_rendering_and_ctrl_d(unfork_home):
         final = rendered.rsplit("Some ", 1)[1]
         assert final.startswith("\x1b[1mbold words\x1b[0m here.")
 
-        child.sendline("/m")
+        child.sendline("/markdown")
         child.expect("Markdown off.")
         child.expect(PROMPT)
         child.sendline("again")

@@ -64,7 +64,7 @@ def test_no_trained_model_yet(args):
 def test_model_test_side_by_side_and_json(trained_run, tmp_path):
     run, opened = trained_run
     out = tmp_path / "answers.json"
-    result = invoke("test", "--json", str(out), "--limit", "2")
+    result = invoke("test", "--output", str(out), "--limit", "2")
     assert result.exit_code == 0, result.output
     assert opened == ["/models/base-hf", str(run / "final")]
     assert SKILLS[0][1] in result.output and "Here it is: Rain on the roof." in result.output

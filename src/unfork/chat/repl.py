@@ -21,24 +21,37 @@ from unfork.client import ClientError, OpenAIClient
 from unfork.errors import UserError
 
 HELP = """\
-**Commands**
+**Commands** (as in InstructLab's `ilab model chat`)
 
 | command | does |
 |---|---|
 | `/q` | quit (also Ctrl-D) |
 | `/h` | this help |
-| `/c` | clear the context (forget the conversation, keep the system prompt) |
-| `/n` | new session: save this one to the chat logs, then start afresh |
+| `/a model` | ask another model of the same server from now on, in a new session |
+| `/c context` | change the system prompt to a named context (`default`, `cli_helper`), in a new session |
+| `/clear` | clear the context (forget the conversation, keep the system prompt) |
+| `/m` | multi-line input for the next message (Enter adds a line, Esc then Enter sends) |
+| `/M` | multi-line input on or off for good |
+| `/n` | new session: save this one to the chat logs, then start afresh (from the `/L` session if any) |
+| `/N` | new session ignoring what `/L` loaded |
 | `/s [file]` | save the conversation as JSON (a bare name goes to the chat logs) |
 | `/l [file]` | load a saved conversation (no name: the newest in the chat logs) |
-| `/m` | toggle Markdown rendering of answers |
+| `/L [file]` | load it and make it what `/n` starts from |
 | `/p [n]` | print the last (or n-th last) answer as plain text |
+| `/d [n]`, `/md [n]` | show it again, rendered as Markdown |
+| `/markdown` | toggle Markdown rendering of answers |
 
 **Keys**: Enter sends. For a new line inside a message, press Esc then Enter
 (or Alt+Enter), or end the line with a backslash `\\` before pressing Enter.
 Pasted text keeps its line breaks. Ctrl-C stops an answer (the part received
 is kept); at the prompt it clears the line. Up and Down browse past inputs.
 """
+
+# ilab's named system prompts for /c; "default" is the configured one.
+CONTEXTS = {
+    "cli_helper": "You are an expert for command line interface and know all common commands. "
+                  "Answer the command to execute as it without any explanation.",
+}
 
 
 class AnswerView(Protocol):
@@ -48,6 +61,9 @@ class AnswerView(Protocol):
 
 
 class UI(Protocol):
+    multiline: bool
+    """Set before each read: Enter adds a line and Esc then Enter sends."""
+
     async def read(self) -> str | None:
         """The next input; ``None`` at end of input (Ctrl-D)."""
 
@@ -67,6 +83,10 @@ class Repl:
         self.logs_dir = logs_dir
         self.markdown = markdown
         self.session_file: Path | None = None
+        self.default_system = engine.conversation.system
+        self.loaded: Conversation | None = None  # what /n starts from, set by /L
+        self.multiline = False
+        self.multiline_once = False
 
     @property
     def conversation(self) -> Conversation:
@@ -76,6 +96,7 @@ class Repl:
         if first_question:
             await self.ask(first_question)
         while True:
+            self.ui.multiline = self.multiline != self.multiline_once
             line = await self.ui.read()
             if line is None:
                 break
@@ -86,6 +107,7 @@ class Repl:
                 if not self.command(line):
                     break
                 continue
+            self.multiline_once = False
             await self.ask(line)
         self.autosave()
 
@@ -95,31 +117,87 @@ class Repl:
         """Run a slash command; False means quit."""
         name, _, arg = line.partition(" ")
         arg = arg.strip()
+        exact = {"/M": self._multiline_toggle, "/N": self._new_hard, "/L": self._load_permanently}
+        if name in exact:
+            exact[name](arg)
+            return True
         name = name.lower()
         if name in ("/q", "/quit", "/exit"):
             return False
-        if name in ("/h", "/help", "/?"):
-            self.ui.markdown(HELP)
-        elif name == "/c":
-            self.conversation.clear()
-            self.ui.info("Context cleared.")
-        elif name == "/n":
-            saved = self.autosave()
-            self.conversation.clear()
-            self.session_file = None
-            self.ui.info("New session." + (f" The last one is saved in {saved}" if saved else ""))
-        elif name == "/s":
-            self.save(arg)
-        elif name == "/l":
-            self.load(arg)
-        elif name == "/m":
-            self.markdown = not self.markdown
-            self.ui.info(f"Markdown {'on' if self.markdown else 'off'}.")
-        elif name == "/p":
-            self.previous(arg)
-        else:
+        simple = {"/h": lambda a: self.ui.markdown(HELP), "/help": lambda a: self.ui.markdown(HELP),
+                  "/?": lambda a: self.ui.markdown(HELP), "/a": self.amend, "/c": self.context,
+                  "/clear": self._clear, "/m": self._multiline_next, "/n": self._new, "/s": self.save,
+                  "/l": self.load, "/p": self.previous, "/d": self._display, "/md": self._display,
+                  "/markdown": self._markdown_toggle}
+        handler = simple.get(name)
+        if handler is None:
             self.ui.error(f"Unknown command {name}; /h lists them.")
+        else:
+            handler(arg)
         return True
+
+    def _clear(self, arg: str) -> None:
+        self.conversation.clear()
+        self.ui.info("Context cleared.")
+
+    def _markdown_toggle(self, arg: str) -> None:
+        self.markdown = not self.markdown
+        self.ui.info(f"Markdown {'on' if self.markdown else 'off'}.")
+
+    def _multiline_next(self, arg: str) -> None:
+        self.multiline_once = not self.multiline_once
+        self.ui.info("Multi-line input for the next message: Esc then Enter sends it.")
+
+    def _multiline_toggle(self, arg: str) -> None:
+        self.multiline, self.multiline_once = not self.multiline, False
+        self.ui.info(f"Multi-line input {'on: Esc then Enter sends' if self.multiline else 'off'}.")
+
+    def _start_over(self, base: Conversation | None, system: str | None) -> None:
+        saved = self.autosave()
+        self.engine.conversation = Conversation(system=base.system, turns=[dict(m) for m in base.turns]) \
+            if base is not None else Conversation(system=system)
+        self.session_file = None
+        self.ui.info("New session." + (f" The last one is saved in {saved}" if saved else ""))
+
+    def _new(self, arg: str) -> None:
+        self._start_over(self.loaded, self.conversation.system)
+
+    def _new_hard(self, arg: str) -> None:
+        self.loaded = None
+        self._start_over(None, self.default_system)
+
+    def amend(self, arg: str) -> None:
+        """ilab's /a: talk to another model of the same server."""
+        if not arg:
+            self.ui.error(f"/a needs a model name; now: {self.engine.model or 'the server default'}")
+            return
+        self.engine.model = arg
+        if isinstance(self.engine.client, OpenAIClient):
+            self.engine.client.model = arg
+        self._start_over(self.loaded, self.conversation.system)
+        self.ui.info(f"Now chatting with {arg}.")
+
+    def context(self, arg: str) -> None:
+        """ilab's /c: a named system prompt, in a new session."""
+        contexts = {"default": self.default_system, **CONTEXTS}
+        if arg not in contexts:
+            self.ui.error(f"/c takes a context: {', '.join(contexts)} (/clear forgets the conversation)")
+            return
+        self._start_over(None, contexts[arg])
+        self.ui.info(f"Context {arg}.")
+
+    def _display(self, arg: str) -> None:
+        answer = self._nth_answer(arg)
+        if answer is not None:
+            view = self.ui.answer(True)
+            view.add(answer)
+            view.end(False)
+
+    def _load_permanently(self, arg: str) -> None:
+        if self.load(arg):
+            self.loaded = Conversation(system=self.conversation.system,
+                                       turns=[dict(m) for m in self.conversation.turns])
+            self.ui.info("/n now starts from this session (/N: from nothing).")
 
     def save(self, name: str) -> Path | None:
         if not self.conversation.turns:
@@ -135,33 +213,39 @@ class Repl:
         self.ui.info(f"Saved {len(self.conversation.turns)} messages to {path}")
         return path
 
-    def load(self, name: str) -> None:
+    def load(self, name: str) -> bool:
         try:
             path = find_session(name or None, self.logs_dir)
             conv = Conversation.load(path, default_system=self.conversation.system)
         except UserError as exc:
             self.ui.error(exc.message)
-            return
+            return False
         self.engine.conversation = conv
         self.session_file = path
         self.ui.info(f"Loaded {len(conv.turns)} messages from {path}")
         if conv.turns and conv.turns[-1]["role"] == "assistant":
             self.ui.info("Last answer:")
             self.show(conv.turns[-1]["content"])
+        return True
 
-    def previous(self, arg: str) -> None:
+    def _nth_answer(self, arg: str) -> str | None:
         answers = self.conversation.answers()
         try:
             n = int(arg) if arg else 1
         except ValueError:
-            self.ui.error("/p takes a number: 1 is the last answer, 2 the one before...")
-            return
+            self.ui.error("/p, /d and /md take a number: 1 is the last answer, 2 the one before...")
+            return None
         if not 1 <= n <= len(answers):
             self.ui.error(f"There are {len(answers)} answers in this conversation.")
-            return
-        view = self.ui.answer(False)
-        view.add(answers[-n])
-        view.end(False)
+            return None
+        return answers[-n]
+
+    def previous(self, arg: str) -> None:
+        answer = self._nth_answer(arg)
+        if answer is not None:
+            view = self.ui.answer(False)
+            view.add(answer)
+            view.end(False)
 
     def show(self, text: str) -> None:
         view = self.ui.answer(self.markdown)
@@ -244,6 +328,7 @@ class PlainUI:
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
         self.prompt = prompt
+        self.multiline = False
 
     async def read(self) -> str | None:
         if self.prompt:
@@ -253,6 +338,13 @@ class PlainUI:
         if not line:
             return None
         lines = [line.rstrip("\n")]
+        if self.multiline:  # a pipe has no Esc key: an empty line ends the message
+            while lines[-1]:
+                more = await asyncio.get_running_loop().run_in_executor(None, self.stdin.readline)
+                if not more:
+                    break
+                lines.append(more.rstrip("\n"))
+            return "\n".join(lines).rstrip("\n")
         while lines[-1].endswith("\\"):  # a trailing backslash continues the message
             more = await asyncio.get_running_loop().run_in_executor(None, self.stdin.readline)
             lines[-1] = lines[-1][:-1]
@@ -355,10 +447,14 @@ class TerminalUI:
         history_file.parent.mkdir(parents=True, exist_ok=True)
         keys = KeyBindings()
 
+        self.multiline = False
+
         @keys.add("enter")
         def _enter(event) -> None:  # noqa: ANN001
             buf = event.current_buffer
-            if buf.document.text_before_cursor.endswith("\\") and buf.document.is_cursor_at_the_end:
+            if self.multiline:
+                buf.insert_text("\n")
+            elif buf.document.text_before_cursor.endswith("\\") and buf.document.is_cursor_at_the_end:
                 buf.delete_before_cursor(1)
                 buf.insert_text("\n")
             else:
@@ -366,7 +462,10 @@ class TerminalUI:
 
         @keys.add("escape", "enter")
         def _newline(event) -> None:  # noqa: ANN001
-            event.current_buffer.insert_text("\n")
+            if self.multiline:
+                event.current_buffer.validate_and_handle()
+            else:
+                event.current_buffer.insert_text("\n")
 
         self.session = PromptSession(history=FileHistory(str(history_file)), key_bindings=keys,
                                      prompt_continuation=lambda width, line_number, wrap_count: "... ")

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from unfork.cli.options import collect, config_options
+from unfork.cli.options import collect, config_options, ilab_model_path
 
 
 @click.command()
@@ -29,6 +29,7 @@ from unfork.cli.options import collect, config_options
 @click.option("--session", "-s", "session", default=None, type=click.Path(dir_okay=False),
               help="Start from a saved conversation (JSON, as written by /s here or in 'ilab model chat').")
 @config_options("chat")
+@ilab_model_path
 def chat(question: tuple[str, ...], model: str | None, endpoint_url: str | None, api_key: str | None,
          quick: bool, session: str | None, **flags) -> None:
     """Chat with a model in the terminal.
@@ -37,9 +38,12 @@ def chat(question: tuple[str, ...], model: str | None, endpoint_url: str | None,
       unfork model chat                                 chat with the configured model
       unfork model chat -qq "What is LoRA?"             one answer, plain text, then exit
       unfork model chat --endpoint-url http://host:8000/v1 --model NAME
-    In the chat, /h lists the commands (/q quit, /c clear, /s save, /l load,
-    /m Markdown on or off). Esc then Enter, or a trailing \\, starts a new line.
-    A QUESTION without -qq is asked first, then the chat goes on.
+    In the chat, /h lists the commands, which are ilab's (/q quit, /c context,
+    /m multi-line, /n new session, /s save, /l load) plus /clear and /markdown.
+    Esc then Enter, or a trailing \\, starts a new line. A QUESTION without
+    -qq is asked first, then the chat goes on. Without --endpoint-url, a running
+    'unfork model serve' (at serve.host and serve.port) that serves the model is
+    used instead of loading the model again.
     """
     from unfork.config import load_config
 
@@ -68,10 +72,46 @@ def _endpoint(endpoint_url, api_key, model, cfg, *, quiet):  # noqa: ANN001, ANN
     from unfork.serve.launch import running_server
 
     name = model or cfg.chat_model()
+    served = running_serve(cfg.serve, name)
+    if served is not None:
+        if not quiet:
+            click.echo(f"Using the running 'unfork model serve' at {served[0]} for {name}.", err=True)
+        yield served[0], cfg.serve.api_key or None, served[1], None
+        return
     if not quiet:
         click.echo(f"Starting a local server for {name} ...", err=True)
     with running_server(name, parallel=1, cfg=cfg) as ep:
         yield ep.base_url, ep.api_key, ep.model, cfg.serve.ctx_size
+
+
+def _model_ids(url: str, api_key: str, timeout: float) -> list[str]:
+    """The ids ``url``/models lists; empty when nothing answers (standard library: -qq stays quick)."""
+    import json
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # a local server: never via a proxy
+    try:
+        with opener.open(urllib.request.Request(url + "/models", headers=headers), timeout=timeout) as resp:
+            return [str(m.get("id")) for m in json.load(resp).get("data") or []]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _matches(model_id: str, name: str) -> bool:
+    from pathlib import PurePath
+
+    # A served GGUF file or folder is named by its stem, a catalog model by its name.
+    return model_id in (name, PurePath(name).name, PurePath(name).stem)
+
+
+def running_serve(serve_cfg, name: str, timeout: float = 1.0) -> tuple[str, str] | None:  # noqa: ANN001
+    """(/v1 URL, model id) of a server at the configured address that serves ``name``, else None."""
+    from unfork.serve.backends import base_url
+
+    url = base_url(serve_cfg.host, serve_cfg.port) + "/v1"
+    served = next((i for i in _model_ids(url, serve_cfg.api_key, timeout) if _matches(i, name)), None)
+    return (url, served) if served is not None else None
 
 
 def _settings(url: str, key: str | None):  # noqa: ANN202

@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 
@@ -26,8 +27,15 @@ def config() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
 @click.option("--taxonomy-path", type=click.Path(file_okay=False), default=None,
               help="Taxonomy folder to record in the config.")
-def init(non_interactive: bool, force: bool, taxonomy_path: str | None) -> None:
-    """Write a commented config file and create the data folders."""
+@click.option("--taxonomy-repo", default=None, metavar="URL",
+              help="Clone this git repository (e.g. https://github.com/instructlab/taxonomy) into the taxonomy "
+                   "folder when it is missing. Default: copy unfork's example taxonomy there.")
+def init(non_interactive: bool, force: bool, taxonomy_path: str | None, taxonomy_repo: str | None) -> None:
+    """Write a commented config file, create the data folders and a taxonomy to start from.
+
+    A missing (or empty) taxonomy folder gets the example taxonomy, or a clone
+    of --taxonomy-repo, so that 'unfork taxonomy diff' works right away.
+    """
     from unfork import config as C
     from unfork.paths import get_paths
 
@@ -46,11 +54,47 @@ def init(non_interactive: bool, force: bool, taxonomy_path: str | None) -> None:
         cfg.taxonomy.path = str(taxonomy_path)
     for folder in [paths.config_dir, *paths.data_folders()]:
         folder.mkdir(parents=True, exist_ok=True)
-    tmp = paths.config_file.with_suffix(".yaml.tmp")
-    tmp.write_text(C.render_config_file(cfg), encoding="utf-8")
-    os.replace(tmp, paths.config_file)
+    from unfork.fsio import atomic_write_text
+
+    atomic_write_text(paths.config_file, C.render_config_file(cfg))
     click.echo(f"Wrote {paths.config_file}")
     click.echo(f"Data in {paths.data_dir}; models in {paths.models_dir}")
+    _seed_taxonomy(cfg.taxonomy_path(), taxonomy_repo)
+
+
+def _seed_taxonomy(root: Path, repo: str | None) -> None:
+    """Give a missing or empty taxonomy folder something to diff against; an existing one is the user's."""
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        if repo:
+            click.echo(f"{root} is not empty: left it as it is and did not clone {repo}", err=True)
+        return
+    if repo is None:
+        from unfork.taxonomy.examples import prepare_example_taxonomy
+
+        prepare_example_taxonomy(root)
+        click.echo(f"Copied the example taxonomy to {root} (its three leaves are new against origin/main)")
+        return
+    clone_taxonomy(repo, root)
+    click.echo(f"Cloned {repo} into {root}")
+
+
+def clone_taxonomy(repo: str, dest: Path) -> None:
+    """``git clone`` with the document fetcher's isolation: its transports only, no hooks, no LFS, no prompt."""
+    import tempfile
+
+    from unfork.documents.fetch import _display, _git, _stderr  # one hardened git for the whole project
+    from unfork.errors import UserError
+
+    if repo.startswith("-") or "::" in repo:
+        raise UserError(f"refusing the repository {repo!r}", hint="give an https://, ssh:// or git@ URL or a path")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_dir():
+        dest.rmdir()  # empty (checked above): git clone wants to create it
+    with tempfile.TemporaryDirectory(prefix="unfork-git-") as home:
+        proc = _git(["clone", "--quiet", "--no-recurse-submodules", "--", repo, str(dest)], home=home)
+    if proc.returncode != 0:
+        raise UserError(f"could not clone {_display(repo)}: {_stderr(proc)}",
+                        hint="check the URL and your network, or leave out --taxonomy-repo for the example")
 
 
 @config.command()

@@ -8,7 +8,12 @@ from typing import Any
 
 import click
 
+from unfork.cli.options import ilab_model_path
+
 BENCHMARKS = ("knowledge", "skills", "general", "dk")
+# InstructLab's benchmark names -> the unfork benchmark that measures the same thing
+ILAB_BENCHMARKS = {"mmlu": "general", "mmlu_branch": "knowledge", "mt_bench_branch": "skills",
+                   "mt_bench": "skills", "dk_bench": "dk"}
 
 _model_option = click.option(
     "--model", default=None,
@@ -34,10 +39,13 @@ def _err(message: str) -> None:
 @click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True,
               help="Longest answer, in tokens.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N questions.")
-@click.option("--json", "json_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the questions and both models' answers as JSON instead of the table.")
+@click.option("--output", "-o", "json_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write the questions and both models' answers to this JSON file.")
+@ilab_model_path
 def test(model: str | None, base_model: str | None, data_path: Path | None, max_tokens: int, limit: int | None,
-         json_file: Path | None) -> None:
+         as_json: bool, json_file: Path | None) -> None:
     """Show the base and the trained model's answers side by side.
 
     \b
@@ -64,16 +72,21 @@ def test(model: str | None, base_model: str | None, data_path: Path | None, max_
     _err(f"Test split: {len(items)} questions from {dataset}")
     result = compare(target.model, target.base_model, items, max_tokens=max_tokens, echo=_err)
     result["dataset"] = str(dataset)
-    Console().print(side_by_side_table(result))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        Console().print(side_by_side_table(result))
     if json_file:
-        json_file.parent.mkdir(parents=True, exist_ok=True)
-        json_file.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        from unfork.fsio import atomic_write_json, ensure_folder
+
+        ensure_folder(json_file.parent)
+        atomic_write_json(json_file, result, ensure_ascii=False)
         _err(f"Wrote {json_file}")
 
 
 @click.command()
-@click.option("--benchmark", "-b", type=click.Choice(BENCHMARKS), required=True,
-              help="Which benchmark to run (see above).")
+@click.option("--benchmark", "-b", type=click.Choice([*BENCHMARKS, *ILAB_BENCHMARKS]), required=True,
+              help="Which benchmark to run (see above; ilab's names are accepted too).")
 @_model_option
 @_base_option
 @click.option("--judge-endpoint-url", default=None,
@@ -94,6 +107,7 @@ def test(model: str | None, base_model: str | None, data_path: Path | None, max_
               help="Longest answer per question, in tokens (skills, dk).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N questions (general: per subject).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON instead of the table.")
+@ilab_model_path
 def evaluate(benchmark: str, model: str | None, base_model: str | None, judge_endpoint_url: str | None,
              judge_model: str | None, api_key: str | None, data_path: Path | None, questions_file: Path | None,
              tasks_path: Path | None, output_dir: Path | None, max_tokens: int, limit: int | None,
@@ -115,8 +129,15 @@ def evaluate(benchmark: str, model: str | None, base_model: str | None, judge_en
     \b
     Each leaf is marked improved (green) or regressed (red). The result is
     written to <output-dir>/<benchmark>.json. Judged benchmarks also report
-    how many of the judge's replies could not be read.
+    how many of the judge's replies could not be read. ilab's names run the
+    closest one: mmlu general, mmlu_branch knowledge, mt_bench_branch and
+    mt_bench skills, dk_bench dk.
     """
+    if benchmark in ILAB_BENCHMARKS:
+        ours = ILAB_BENCHMARKS[benchmark]
+        scope = " (judged on your skill leaves, not MT-Bench's questions)" if benchmark == "mt_bench" else ""
+        _err(f"note: ilab's benchmark {benchmark} runs unfork's {ours} benchmark{scope}")
+        benchmark = ours
     from unfork.eval.compare import resolve_target
     from unfork.eval.results import print_result, write_result
 

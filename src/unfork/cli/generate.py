@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from unfork.cli.options import collect, config_options
+from unfork.cli.options import collect, config_options, ilab_alias
 
 
 @click.command()
@@ -14,7 +14,7 @@ from unfork.cli.options import collect, config_options
               help="Taxonomy root. Default: taxonomy.path from the config.")
 @click.option("--taxonomy-base", default=None,
               help="Git ref to find changed leaves against; 'empty' for every leaf. Default: taxonomy.base.")
-@config_options("generate", "pipeline", "num_samples", "max_concurrency", "seed")
+@config_options("generate", "pipeline", "num_samples", "samples_per_seed", "max_concurrency", "seed")
 @click.option("--endpoint-url", "endpoint_url", multiple=True,
               help="OpenAI-compatible teacher endpoint (repeat to spread requests over several servers). "
                    "Default: start the configured teacher locally.")
@@ -27,6 +27,9 @@ from unfork.cli.options import collect, config_options
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
               help="Dataset folder. Default: <data dir>/datasets/<timestamp>.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@ilab_alias("--sdg-scale-factor", "samples_per_seed", "--samples-per-seed", type=int,
+            meaning=" (samples per seed example of each leaf, as in ilab)")
+@ilab_alias("--model-path", "teacher", "--teacher")
 def generate(taxonomy_path: str | None, taxonomy_base: str | None, endpoint_url: tuple[str, ...], teacher: str | None,
              model: str | None, api_key: str | None, output_dir: str | None, quiet: bool, **flags) -> None:
     """Generate synthetic training data from the new or changed taxonomy leaves.

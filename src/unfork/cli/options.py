@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -52,3 +53,32 @@ def collect(section: str, values: dict[str, Any], prefix: str = "") -> dict[str,
             continue
         out[f"{section}.{f.name}"] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+def ilab_alias(ilab_flag: str, kwarg: str, our_flag: str, *, type: Any = str,  # noqa: A002
+               convert: Callable[[Any], Any] | None = None, meaning: str = "") -> Callable:
+    """A hidden flag under InstructLab's name that fills our ``kwarg`` (flag ``our_flag``) and says so.
+
+    ``convert`` turns ilab's value into ours where the meaning differs; ``meaning`` explains it in the notice.
+    """
+    dest = "ilab_" + ilab_flag.lstrip("-").replace("-", "_")
+
+    def decorate(func: Callable) -> Callable:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            value = kwargs.pop(dest)
+            if value is not None:
+                if kwargs.get(kwarg) not in (None, ()):
+                    raise click.UsageError(f"{ilab_flag} is ilab's name for {our_flag}: give only one of them")
+                kwargs[kwarg] = convert(value) if convert else value
+                click.echo(f"note: {ilab_flag} {value} (ilab) read as {our_flag} {kwargs[kwarg]}{meaning}",
+                           err=True)
+            return func(*args, **kwargs)
+
+        return click.option(ilab_flag, dest, type=type, default=None, hidden=True,
+                            help=f"InstructLab's name for {our_flag}.")(wrapper)
+
+    return decorate
+
+
+ilab_model_path = ilab_alias("--model-path", "model", "--model")

@@ -4,12 +4,16 @@ validate → generate (teacher) → train (student) → evaluate base against
 trained → report. Every stage writes into the run folder and records its time
 in ``run.json``; running the same command with the same ``--output-dir`` again
 resumes: generation replays its journal, training continues from its last
-checkpoint, and the knowledge exam is reused.
+checkpoint, and the knowledge exam is reused. ``--resume`` finds the newest
+run whose ``run.json`` says it did not finish, and goes on with the options it
+recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from unfork.config import load_profile
 
@@ -26,16 +31,20 @@ if TYPE_CHECKING:
 
 # The main job's settings (profiles/main.yaml says why each differs from the defaults).
 PROFILE = load_profile("main")
+# The options run.json records, so resuming a run goes on with the settings it started with.
+RECORDED = ("taxonomy_path", "taxonomy_base", "pipeline", "num_samples", "knowledge_samples", "epochs",
+            "knowledge_epochs", "method", "teacher", "skip_eval")
 
 
 class Run:
     """The run folder and its ``run.json``, rewritten after each stage so a crash keeps what is done."""
 
-    def __init__(self, out: Path, settings: dict[str, Any]):
+    def __init__(self, out: Path, settings: dict[str, Any], options: dict[str, Any] | None = None):
         self.out = out
         self.path = out / "run.json"
-        old = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
-        self.data: dict[str, Any] = {**old, "settings": settings, "stage_seconds": old.get("stage_seconds", {})}
+        old = read_run(out)
+        self.data: dict[str, Any] = {**old, "settings": settings, "options": options or old.get("options", {}),
+                                     "stage_seconds": old.get("stage_seconds", {}), "finished": False}
 
     @contextmanager
     def stage(self, name: str, title: str):
@@ -52,13 +61,72 @@ class Run:
         atomic_write_text(self.path, json.dumps(self.data, indent=2, ensure_ascii=False) + "\n")
 
 
+def read_run(folder: Path) -> dict[str, Any]:
+    """A run folder's ``run.json``, or nothing when it has none or it cannot be read."""
+    try:
+        data = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def is_finished(folder: Path, data: dict[str, Any]) -> bool:
+    """Whether the run ended; a run.json from before the "finished" field counts as finished once it has a report."""
+    if "finished" in data:
+        return bool(data["finished"])
+    return (folder / "report.md").is_file() or "report" in data.get("stage_seconds", {})
+
+
+def newest_unfinished(runs_dir: Path) -> Path | None:
+    """The run folder under ``runs_dir`` that was last written to and did not finish."""
+    found = []
+    for folder in runs_dir.iterdir() if runs_dir.is_dir() else []:
+        data = read_run(folder)
+        if data and not is_finished(folder, data):
+            found.append(((folder / "run.json").stat().st_mtime, folder.name, folder))
+    return max(found)[2] if found else None
+
+
+def resume_options(ctx: click.Context, options: dict[str, Any], resume: bool, runs_dir: Path) -> dict[str, Any]:
+    """The command's options with those a resumed run recorded in place of the ones left at their defaults."""
+    out = options["output_dir"]
+    if resume:
+        if out is not None:
+            raise click.UsageError("give either --resume (the newest unfinished run) or --output-dir, not both")
+        found = newest_unfinished(runs_dir)
+        if found is None:
+            raise click.ClickException(f"no unfinished run in {runs_dir} to resume")
+        out = str(found)
+        click.echo(f"Resuming {found}", err=True)
+    if out is None:
+        return options
+    recorded = read_run(Path(out)).get("options") or {}
+    left = {name for name in RECORDED
+            if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+    return {**options, **{k: v for k, v in recorded.items() if k in left}, "output_dir": out}
+
+
+def resume_hint(out: Path, runs_dir: Path) -> str:
+    """What to type to go on with a run that stopped."""
+    out = out.absolute()
+    lines = [f"The run stopped before it finished; what it did is kept in {out}.",
+             f"To go on from there: unfork run --output-dir {shlex.quote(str(out))}"]
+    with contextlib.suppress(OSError):
+        if out.resolve().parent == runs_dir.resolve():
+            lines.append("                 or: unfork run --resume")
+    return "\n".join(lines)
+
+
 @click.command()
 @click.option("--taxonomy-path", type=click.Path(file_okay=False), default=None,
               help="Taxonomy to teach from. Default: a fresh copy of the bundled example taxonomy.")
 @click.option("--taxonomy-base", default=None, help="Git ref the changed leaves are found against. Default: main "
               "for the example, taxonomy.base from the config otherwise.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
-              help="Run folder. Default: <data dir>/runs/<timestamp>. Give the folder of a stopped run to resume it.")
+              help="Run folder. Default: <data dir>/runs/<timestamp>. Give the folder of a stopped run to resume it "
+              "with the options it recorded (options given here win).")
+@click.option("--resume", is_flag=True,
+              help="Go on with the newest unfinished run under <data dir>/runs, with the options it recorded.")
 @click.option("--pipeline", default=PROFILE["generate.pipeline"], show_default=True,
               help="SDG pipeline: simple, full (with judges; slow on a CPU teacher) or a folder.")
 @click.option("--num-samples", type=int, default=PROFILE["generate.num_samples"], show_default=True,
@@ -75,9 +143,7 @@ class Run:
               help="Teacher for data generation, the exam and judging (catalog name or path); 'config': "
               "models.teacher from the config (by default qwen2.5-coder-1.5b-instruct).")
 @click.option("--skip-eval", is_flag=True, help="Stop after training (no evaluation, a report without scores).")
-def run(taxonomy_path: str | None, taxonomy_base: str | None, output_dir: str | None, pipeline: str, num_samples: int,
-        knowledge_samples: int, epochs: int, knowledge_epochs: int, method: str, teacher: str | None,
-        skip_eval: bool) -> None:
+def run(resume: bool, **options: Any) -> None:
     """The main job: validate → generate → train → evaluate → report.
 
     \b
@@ -88,6 +154,15 @@ def run(taxonomy_path: str | None, taxonomy_base: str | None, output_dir: str | 
     the report compares the student before and after on questions it was
     not trained on. About 15 minutes on a 2-core CPU.
     """
+    from unfork.paths import get_paths
+
+    main_job(**resume_options(click.get_current_context(), options, resume, get_paths().runs_dir))
+
+
+def main_job(taxonomy_path: str | None, taxonomy_base: str | None, output_dir: str | None, pipeline: str,
+             num_samples: int, knowledge_samples: int, epochs: int, knowledge_epochs: int, method: str,
+             teacher: str | None, skip_eval: bool) -> None:
+    """Every stage into one run folder; a stopped run says how to go on with it."""
     from unfork.config import load_config
     from unfork.paths import get_paths
 
@@ -101,23 +176,46 @@ def run(taxonomy_path: str | None, taxonomy_base: str | None, output_dir: str | 
     from unfork.fsio import run_folder
 
     # Held until the command ends, so no second run writes into this folder meanwhile.
+    runs_dir = get_paths().runs_dir
     out = click.get_current_context().with_resource(run_folder(
-        Path(output_dir) if output_dir else None, get_paths().runs_dir, time.strftime("%Y%m%d-%H%M%S")))
+        Path(output_dir) if output_dir else None, runs_dir, time.strftime("%Y%m%d-%H%M%S")))
     settings = {"teacher": cfg.models.teacher, "student": cfg.models.student, "num_samples": num_samples,
                 "knowledge_samples": knowledge_samples, "pipeline": cfg.generate.pipeline, "epochs": epochs,
                 "knowledge_epochs": knowledge_epochs, "method": method, "learning_rate": cfg.train.learning_rate,
                 "keep_epoch": cfg.train.keep_epoch, "mix": cfg.generate.mix}
-    job = Run(out, settings)
+    options = {"taxonomy_path": str(Path(taxonomy_path).absolute()) if taxonomy_path else None, "taxonomy_base": taxonomy_base, "pipeline": pipeline,
+               "num_samples": num_samples, "knowledge_samples": knowledge_samples, "epochs": epochs,
+               "knowledge_epochs": knowledge_epochs, "method": method, "teacher": cfg.models.teacher,
+               "skip_eval": skip_eval}
+    job = Run(out, settings, options)
+    try:
+        job.save()  # from now on the folder says what it holds and how it was asked for
+        train_dir, md, html = stages(job, cfg, options)
+    except (Exception, KeyboardInterrupt):
+        with contextlib.suppress(OSError):
+            job.save()
+        click.echo("\n" + resume_hint(out, runs_dir), err=True)
+        raise
+    job.data["finished"] = True
+    job.save()
+    click.echo(f"\nDone in {job.data['total_seconds'] / 60:.1f} min. Run folder: {out}")
+    click.echo(f"  report:         {html}\n                  {md}")
+    click.echo(f"  chat with it:   unfork model chat --model {train_dir / 'final'}")
+    click.echo(f"  export to GGUF: unfork model convert {train_dir} --to gguf")
 
+
+def stages(job: Run, cfg: Any, options: dict[str, Any]) -> tuple[Path, Path, Path]:
+    """validate → generate → train → evaluate → report; the training run and the report's two files."""
+    out = job.out
     with job.stage("validate", "Validate: which leaves changed, and are they valid?"):
-        root, base, leaves = validate(job, taxonomy_path, taxonomy_base, cfg)
+        root, base, leaves = validate(job, options["taxonomy_path"], options["taxonomy_base"], cfg)
     with job.stage("generate", f"Generate: the teacher {cfg.models.teacher} writes training data"):
         dataset = generate(job, cfg, root, base, leaves)
-    with job.stage("train", f"Train: {cfg.models.student} learns it ({method})"):
+    with job.stage("train", f"Train: {cfg.models.student} learns it ({cfg.train.method})"):
         train_dir = train(job, cfg, dataset)
     results: list[dict[str, Any]] = []
     comparisons = None
-    if not skip_eval:
+    if not options["skip_eval"]:
         with job.stage("evaluate", "Evaluate: the student before and after, on questions it was not trained on"):
             results, comparisons = evaluate(job, cfg, train_dir, dataset)
     with job.stage("report", "Report"):
@@ -125,11 +223,7 @@ def run(taxonomy_path: str | None, taxonomy_base: str | None, output_dir: str | 
 
         md, html = write_report(out, run=job.data, dataset_dir=dataset, train_dir=train_dir, results=results,
                                 comparisons=comparisons)
-    job.save()
-    click.echo(f"\nDone in {job.data['total_seconds'] / 60:.1f} min. Run folder: {out}")
-    click.echo(f"  report:         {html}\n                  {md}")
-    click.echo(f"  chat with it:   unfork model chat --model {train_dir / 'final'}")
-    click.echo(f"  export to GGUF: unfork model convert {train_dir} --to gguf")
+    return train_dir, md, html
 
 
 def validate(job: Run, taxonomy_path: str | None, taxonomy_base: str | None,

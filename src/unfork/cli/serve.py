@@ -12,7 +12,7 @@ import time
 
 import click
 
-from unfork.cli.options import collect, config_options
+from unfork.cli.options import collect, config_options, ilab_model_path
 
 
 @click.command()
@@ -22,6 +22,7 @@ from unfork.cli.options import collect, config_options
 @click.option("--startup-timeout", type=float, default=600, show_default=True,
               help="Seconds to wait for the model to load.")
 @click.option("--verbose", "-v", is_flag=True, help="Show the engine's own log.")
+@ilab_model_path
 def serve(model: str | None, startup_timeout: float, verbose: bool, **flags) -> None:
     """Serve a model through an OpenAI-compatible API.
 

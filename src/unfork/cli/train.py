@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from unfork.cli.options import collect, config_options
+from unfork.cli.options import collect, config_options, ilab_alias
 
 
 @click.command()
@@ -20,6 +20,8 @@ from unfork.cli.options import collect, config_options
                    "the same command resumes the run.")
 @click.option("--fresh", is_flag=True, help="Delete what the run folder holds and start over.")
 @config_options("train")
+@ilab_alias("--model-path", "model_name", "--model")
+@ilab_alias("--num-epochs", "epochs", "--epochs", type=int)
 def train(data_path: Path | None, model_name: str | None, output_dir: Path | None, fresh: bool, **flags) -> None:
     """Fine-tune the student on generated data.
 

@@ -1,4 +1,5 @@
-"""Turning ``--model`` into a loadable model: a catalog name, a file or folder, or a name in the store.
+"""Turning ``--model`` into a loadable model: a catalog name, a file or folder, a name in the store, or a
+Hugging Face hub id (``org/name``).
 
 Every command calls :func:`resolve_model`. A name is resolved once, here; then
 the model is fetched (:mod:`unfork.models.download`) or converted
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 
-from unfork.errors import UserError
+from unfork.errors import MissingExtraError, UserError
 from unfork.models import catalog, convert, download
 from unfork.models.catalog import CatalogEntry
 from unfork.models.store import (
@@ -30,6 +33,57 @@ from unfork.models.store import (
 from unfork.paths import get_paths
 
 FORMATS = (None, "gguf", "hf")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]")
+
+
+def is_hub_id(name: str) -> bool:
+    """``org/name`` as the hub spells repositories: one slash, no path or GGUF look about it."""
+    return bool(_HUB_ID.fullmatch(name)) and ".." not in name and not name.endswith((".gguf", ".safetensors"))
+
+
+def snapshot_from_hub(repo_id: str, dest: Path) -> None:
+    """Fetch a hub repository's model files into ``dest``, as ``unfork model download --source hf`` does."""
+    try:
+        import huggingface_hub
+        from huggingface_hub import errors as hf_errors
+    except ImportError:
+        raise MissingExtraError("huggingface_hub", "hf", f"Using the hub model {repo_id}") from None
+    try:
+        huggingface_hub.snapshot_download(repo_id, local_dir=dest, allow_patterns=download.HF_PATTERNS)
+    except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled, ConnectionError,
+            TimeoutError) as exc:
+        raise UserError(f"could not fetch {repo_id} from the Hugging Face hub: it cannot be reached from this "
+                        f"machine ({type(exc).__name__})",
+                        hint="download the model where the hub is reachable and pass its folder") from None
+    except hf_errors.HfHubHTTPError as exc:
+        raise UserError(f"the Hugging Face hub refused {repo_id}: {str(exc).splitlines()[0]}",
+                        hint="check the repository id (org/name)") from None
+
+
+HubDownloader = Callable[[str, Path], None]
+hub_downloader: HubDownloader = snapshot_from_hub  # tests replace it: no network
+
+
+def hub_folder(repo_id: str) -> Path:
+    return get_paths().models_dir / "hub" / repo_id.replace("/", "--")
+
+
+def from_hub(repo_id: str, *, download_missing: bool = True, echo: Echo = echo_stderr) -> Path:
+    """The local folder of hub model ``repo_id``, fetched once into the store."""
+    folder = hub_folder(repo_id)
+    if (folder / "config.json").is_file():
+        return folder
+    if not download_missing:
+        raise UserError(f"{repo_id} is not downloaded yet", hint=f"run: unfork model download {repo_id}")
+    with model_lock(folder.name):
+        if not (folder / "config.json").is_file():
+            echo(f"'{repo_id}' is no file, folder or catalog model: fetching it from the Hugging Face hub "
+                 f"into {folder} ...")
+            hub_downloader(repo_id, folder)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{repo_id} on the hub has no config.json: not a model unfork can load",
+                        hint="pass a catalog name, a GGUF file or a model folder")
+    return folder
 
 
 def find_local(name: str) -> Path | None:
@@ -53,12 +107,17 @@ def find_local(name: str) -> Path | None:
     return exports[0] if exports else None
 
 
-def lookup(name_or_path: str) -> tuple[CatalogEntry | None, Path | None]:
-    """The catalog entry, else the local path, that ``name_or_path`` names; a :class:`UserError` if neither."""
+def lookup(name_or_path: str, *, hub: bool = True, echo: Echo = echo_stderr) -> tuple[CatalogEntry | None, Path | None]:
+    """The catalog entry, else the local path, that ``name_or_path`` names; a :class:`UserError` if neither.
+
+    A hub id (``org/name``) that is neither is fetched from the hub, or only looked up when ``hub`` is false.
+    """
     if not name_or_path or not name_or_path.strip():
         raise UserError("no model given", hint="pass a catalog name, a .gguf file or a model folder")
     entry = catalog.find_entry(name_or_path)
     local = None if entry else find_local(name_or_path)
+    if entry is None and local is None and is_hub_id(name_or_path):
+        local = from_hub(name_or_path, download_missing=hub, echo=echo)
     if entry is None and local is None:
         close = catalog.closest_name(name_or_path)
         looks_like_path = "/" in name_or_path or name_or_path.endswith((".gguf", ".safetensors"))
@@ -102,7 +161,7 @@ def _from_path(local: Path, format: str | None) -> ResolvedModel:
 
 def _resolve_as_is(name_or_path: str, *, download: bool, format: str | None, echo: Echo) -> ResolvedModel:
     """The model ``name_or_path`` names, in the format asked (``None`` or ``"gguf"``), never converted."""
-    entry, local = lookup(name_or_path)
+    entry, local = lookup(name_or_path, hub=download, echo=echo)
     if entry is not None:
         return _from_catalog(entry, download_missing=download, format=format, echo=echo)
     assert local is not None
@@ -121,7 +180,7 @@ def resolve_model(name_or_path: str, *, download: bool = True, format: str | Non
     if format not in FORMATS:
         raise UserError(f"unknown model format '{format}'", hint="one of: gguf, hf")
     if format == "hf":
-        lookup(name_or_path)  # an unknown name fails before any lock is taken
+        lookup(name_or_path, hub=download, echo=echo)  # an unknown name fails before any lock is taken
         return ensure_hf(name_or_path, download=download, echo=echo)
     return _resolve_as_is(name_or_path, download=download, format=format, echo=echo)
 
@@ -156,6 +215,9 @@ def ensure_hf(name_or_path: str, *, download: bool = True, dtype: str = "bfloat1
     manifest's ``source_sha256`` matches the GGUF.
     """
     entry = catalog.find_entry(name_or_path)
+    cached = convert.cached_hf(entry) if entry is not None and not force else None
+    if cached is not None:  # reading needs no lock; converting does
+        return cached
     with _hf_lock(name_or_path, entry):
         return _hf_of(name_or_path, entry, None, download=download, dtype=dtype, force=force, echo=echo)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from unfork.client.base import FatalClientError
+from unfork.fsio import atomic_write_text
 from unfork.sdg.journal import Journal, RequestLog
 from unfork.sdg.pipeline import Pipeline, PipelineError
 from unfork.sdg.steps import DedupStep, Reply, Step, Unit, reject
@@ -123,8 +124,8 @@ class LeafRun:
             chunks = getattr(step, "chunks", None)
             if chunks is not None:
                 self.result.extra["chunks"] = [c.text for c in chunks]
-                (self.folder / "chunks.json").write_text(json.dumps(self.result.extra["chunks"], ensure_ascii=False),
-                                                         encoding="utf-8")
+                atomic_write_text(self.folder / "chunks.json",
+                                  json.dumps(self.result.extra["chunks"], ensure_ascii=False))
 
     async def ask(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int,
                   choices: int = 1) -> Reply:
@@ -215,7 +216,7 @@ def open_run(leaf: Leaf, pipeline: Pipeline, teacher: Teacher, cache_root: Path,
     key = leaf.cache_key(pipeline.hash, settings)
     run = LeafRun(leaf, pipeline, teacher, cache_root / key, target=target, seed=seed, key=key)
     (cache_root / key).mkdir(parents=True, exist_ok=True)
-    (cache_root / key / "leaf.json").write_text(json.dumps(
+    atomic_write_text(cache_root / key / "leaf.json", json.dumps(
         {"leaf": leaf.rel, "flow": leaf.flow, "content_hash": leaf.content_hash, "pipeline": pipeline.name,
          "pipeline_hash": pipeline.hash, **settings}, indent=2) + "\n")
     run.load()
@@ -273,9 +274,10 @@ Progress = Callable[[LeafResult, int, bool], None]  # (result, target, finished)
 async def generate(leaves: list[Leaf], pipeline: Pipeline, teacher: Teacher, *, target: int, concurrency: int,
                    seed: int, cache_root: Path, documents: Callable[[Leaf], list[Any]] | None = None,
                    progress: Progress | None = None, units_in_flight: int | None = None,
-                   knowledge_target: int | None = None) -> list[LeafResult]:
+                   knowledge_target: int | None = None,
+                   leaf_target: Callable[[Leaf], int] | None = None) -> list[LeafResult]:
     """Generate up to ``target`` accepted samples per leaf (``knowledge_target`` for knowledge leaves, when
-    given); return each leaf's result.
+    given, else ``leaf_target(leaf)`` when given); return each leaf's result.
 
     ``units_in_flight`` (default: twice the teacher's slots over all its
     endpoints, at least ``concurrency``, plus 2) bounds the units running at
@@ -288,7 +290,8 @@ async def generate(leaves: list[Leaf], pipeline: Pipeline, teacher: Teacher, *, 
     runs = []
     for leaf in leaves:
         settings = {"seed": seed, "teacher": teacher.model}  # not the concurrency or window: a rerun may change them
-        goal = knowledge_target if leaf.is_knowledge and knowledge_target else target
+        goal = leaf_target(leaf) if leaf_target else knowledge_target if leaf.is_knowledge and knowledge_target \
+            else target
         inputs = pipeline.flows[leaf.flow].inputs if leaf.flow in pipeline.flows else []
         if inputs:
             raise PipelineError(f"pipeline '{pipeline.name}': flow '{leaf.flow}' needs {', '.join(inputs)} from "

@@ -13,10 +13,11 @@ class LiveProgress:
     """One rich progress bar per leaf and one overall; ``update`` is the engine's progress callback."""
 
     def __init__(self, leaves: list[Any], target: int, console: Any = None, enabled: bool = True,
-                 knowledge_target: int | None = None):
+                 knowledge_target: int | None = None, leaf_target: Any = None):
         self.enabled = enabled
         self.target = target
-        goals = {leaf.rel: knowledge_target if leaf.is_knowledge and knowledge_target else target for leaf in leaves}
+        goals = {leaf.rel: leaf_target(leaf) if leaf_target else
+                 knowledge_target if leaf.is_knowledge and knowledge_target else target for leaf in leaves}
         self.tasks: dict[str, Any] = {}
         if not enabled:
             return
@@ -55,13 +56,10 @@ class LiveProgress:
 
 
 def stderr_console() -> Any:
-    """Rich's console on stderr; 120 columns when stderr is a file or pipe, where Rich's default
-    80 would squeeze the per-leaf table into one word per line."""
-    import sys
+    """The stderr console log messages also print on, so they show above a live progress bar."""
+    from unfork.logs import stderr_console as shared
 
-    from rich.console import Console
-
-    return Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+    return shared()
 
 
 def summary_table(results: list[LeafResult], console: Any) -> None:

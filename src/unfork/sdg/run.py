@@ -108,6 +108,18 @@ async def first_model(client: Any) -> str:
     return models[0].id
 
 
+def seed_examples(leaf: Leaf) -> int:
+    """The seed examples written in the leaf's qna.yaml (a knowledge example holds several questions)."""
+    return len(leaf.knowledge_seeds) if leaf.is_knowledge else len(leaf.seeds)
+
+
+def per_seed_target(samples_per_seed: int):  # noqa: ANN201
+    """Each leaf's goal when it counts per seed example, as ilab's scale factor does; None when it does not."""
+    if not samples_per_seed:
+        return None
+    return lambda leaf: samples_per_seed * max(1, seed_examples(leaf))
+
+
 def generate_dataset(req: GenerateRequest, cfg: GenerateConfig, *, console: Any = None, show_progress: bool = True,
                      echo=print, leaves: list[Leaf] | None = None) -> tuple[Path, DatasetManifest]:
     """Run the whole command with the ``generate`` settings ``cfg``; return the dataset folder and its manifest.
@@ -140,6 +152,9 @@ def _generate_into(out: Path, req: GenerateRequest, cfg: GenerateConfig, *, cons
     knowledge_samples = cfg.knowledge_samples or None
     goal = f"{cfg.num_samples} samples per leaf" + (f" ({knowledge_samples} per knowledge leaf)"
                                                     if knowledge_samples else "")
+    leaf_target = per_seed_target(cfg.samples_per_seed)
+    if leaf_target is not None:
+        goal = f"{cfg.samples_per_seed} samples per seed example ({sum(map(leaf_target, leaves))} in all)"
     echo(f"{len(leaves)} leaves, pipeline '{pipeline.name}', aiming for {goal}")
     started = time.monotonic()
     with teacher_client(cfg, req.teacher, echo) as (client, model):
@@ -148,11 +163,12 @@ def _generate_into(out: Path, req: GenerateRequest, cfg: GenerateConfig, *, cons
                 name = model or await first_model(client)
                 teacher = Teacher(client, name)
                 with LiveProgress(leaves, cfg.num_samples, console, show_progress,
-                                  knowledge_target=knowledge_samples) as live:
+                                  knowledge_target=knowledge_samples, leaf_target=leaf_target) as live:
                     results = await generate(
                         leaves, pipeline, teacher, target=cfg.num_samples, concurrency=cfg.max_concurrency,
                         seed=cfg.seed, cache_root=cache_root, knowledge_target=knowledge_samples,
-                        documents=lambda leaf: leaf_documents(leaf, req.taxonomy, docs_cache), progress=live.update)
+                        documents=lambda leaf: leaf_documents(leaf, req.taxonomy, docs_cache), progress=live.update,
+                        leaf_target=leaf_target)
                 return teacher, results
             finally:
                 await client.aclose()
@@ -164,6 +180,7 @@ def _generate_into(out: Path, req: GenerateRequest, cfg: GenerateConfig, *, cons
 
     settings = {"taxonomy": str(req.taxonomy), "taxonomy_base": req.base, "pipeline": cfg.pipeline,
                 "num_samples": cfg.num_samples, "knowledge_samples": knowledge_samples or cfg.num_samples,
+                "samples_per_seed": cfg.samples_per_seed,
                 "max_concurrency": cfg.max_concurrency,
                 "endpoint_urls": [redact_url(u) for u in cfg.endpoint_urls] or ["(local llama.cpp server)"],
                 "seed": cfg.seed,

@@ -59,12 +59,13 @@ class Reporter:
         self.total, self.done, self.description = total, done, description
         self.t0, self.done0 = time.monotonic(), done
         if sys.stderr.isatty():
-            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            from unfork.logs import stderr_console
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                                console=Console(stderr=True))
+                                console=stderr_console())
             self.bar.start()
             self.task = self.bar.add_task(description, total=total, completed=done, info="")
 
