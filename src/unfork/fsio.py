@@ -68,9 +68,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
     """:func:`atomic_write_bytes` for data that streams; an exception from ``chunks`` leaves ``path`` as it was."""
-    path = Path(path)
-    tmp = _temp_beside(path)
-    try:
+    with _replacing(Path(path)) as tmp:
         # os.open with 0o666 lets the umask decide the mode, as a plain write would.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
@@ -78,6 +76,14 @@ def atomic_write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
                 _write(f, data)
             f.flush()
             os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path``, renamed over it if the block succeeds and removed if not."""
+    tmp = _temp_beside(path)
+    try:
+        yield tmp
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -109,17 +115,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` for a library that writes by file name; renamed over ``path`` on success."""
     path = Path(path)
     ensure_folder(path.parent)
-    tmp = _temp_beside(path)
-    try:
+    with _replacing(path) as tmp:
         yield tmp
         _sync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in _FULL:
-            raise _disk_full(path, exc) from None
-        raise
-    _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager

@@ -12,26 +12,10 @@ import pytest
 import yaml
 
 from tests.taxonomy.qna_samples import dump, knowledge
+from tests.taxonomy.test_validate import SKILL
 from unfork.taxonomy.messages import FileReport, Message
 from unfork.taxonomy.output import format_message
 from unfork.taxonomy.validate import validate_file, validate_files
-
-SKILL = """\
-version: 3
-task_description: Write short poems.
-created_by: ada
-seed_examples:
-  - question: Q1?
-    answer: A1.
-  - question: Q2?
-    answer: A2.
-  - question: Q3?
-    answer: A3.
-  - question: Q4?
-    answer: A4.
-  - question: Q5?
-    answer: A5.
-"""
 
 
 def leaf(root: Path, text: str | bytes, where: str = "compositional_skills/demo/qna.yaml") -> Path:
