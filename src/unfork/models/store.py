@@ -145,11 +145,12 @@ def model_lock(name: str) -> Iterator[None]:
     except ImportError:
         yield
         return
-    from unfork.fsio import ensure_folder, file_lock, sweep_temporaries
+    from unfork.fsio import ensure_folder, file_lock, sweep_beside, sweep_temporaries
 
     ensure_folder(models_dir())
     with file_lock(models_dir() / f".{name}.lock", f"the model '{name}'"):
         sweep_temporaries(models_dir() / name)
+        sweep_beside(models_dir() / name)
         yield
 
 
