@@ -174,13 +174,7 @@ def sweep_temporaries(folder: Path) -> None:
         match = _TEMP.fullmatch(path.name)
         if match is None or path.is_symlink() or not path.exists():
             continue
-        original = path.with_name(match["name"])
-        if match["kind"] == "old" and not original.exists():
-            os.replace(path, original)
-        elif path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        _clear(path, match["kind"], path.with_name(match["name"]))
 
 
 def sweep_beside(path: Path) -> None:
@@ -193,12 +187,17 @@ def sweep_beside(path: Path) -> None:
         match = _TEMP.fullmatch(other.name)
         if match is None or match["name"] != path.name or other.is_symlink():
             continue
-        if match["kind"] == "old" and not path.exists():
-            os.replace(other, path)
-        elif other.is_dir():
-            shutil.rmtree(other, ignore_errors=True)
-        else:
-            other.unlink(missing_ok=True)
+        _clear(other, match["kind"], path)
+
+
+def _clear(temporary: Path, kind: str, original: Path) -> None:
+    """Remove a killed writer's ``temporary``, except a ``.old`` whose ``original`` is gone: that goes back."""
+    if kind == "old" and not original.exists():
+        os.replace(temporary, original)
+    elif temporary.is_dir():
+        shutil.rmtree(temporary, ignore_errors=True)
+    else:
+        temporary.unlink(missing_ok=True)
 
 
 def owned(path: Path, markers: tuple[str, ...]) -> bool:
