@@ -82,7 +82,7 @@ def test_the_log_file_keeps_everything_with_times(tmp_path, monkeypatch, capsys)
 
 
 def test_log_messages_share_the_progress_bars_console(capsys):
-    from unfork.sdg.report import stderr_console
+    from unfork.logs import stderr_console
 
     logs.setup_logging(verbose=1)
     logging.getLogger("unfork.test").info("a message above the bars")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unfork.sdg.report import stderr_console
+from unfork.logs import stderr_console
 
 
 def test_a_logged_run_gets_a_table_wide_enough_to_read(capsys):

@@ -40,7 +40,7 @@ def generate(taxonomy_path: str | None, taxonomy_base: str | None, endpoint_url:
     interruption and it resumes; leaves that did not change are reused.
     """
     from unfork.config import load_config
-    from unfork.sdg.report import stderr_console
+    from unfork.logs import stderr_console
     from unfork.sdg.run import GenerateRequest, InvalidLeaves, generate_dataset
 
     overrides = {**collect("generate", flags), "generate.api_key": api_key, "models.teacher": teacher}

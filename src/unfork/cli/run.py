@@ -259,7 +259,7 @@ def validate(job: Run, taxonomy_path: str | None, taxonomy_base: str | None,
 
 
 def generate(job: Run, cfg: Any, root: Path, base: str, leaves: list[Leaf]) -> Path:
-    from unfork.sdg.report import stderr_console
+    from unfork.logs import stderr_console
     from unfork.sdg.run import GenerateRequest, generate_dataset
 
     console = stderr_console()

@@ -55,13 +55,6 @@ class LiveProgress:
         self.progress.update(self.overall, completed=total)
 
 
-def stderr_console() -> Any:
-    """The stderr console log messages also print on, so they show above a live progress bar."""
-    from unfork.logs import stderr_console as shared
-
-    return shared()
-
-
 def summary_table(results: list[LeafResult], console: Any) -> None:
     from rich.table import Table
 
