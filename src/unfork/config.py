@@ -21,6 +21,7 @@ from typing import Any
 
 from unfork.errors import UserError
 from unfork.paths import get_paths
+from unfork.yamlsafe import ALIAS_BOMB_HINT, ALIAS_BOMB_TEXT, BAD_TAG_ERRORS, MAX_YAML_VALUES, expanded_size
 
 
 def _f(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -334,36 +335,6 @@ def _file_data(path: Path) -> dict[str, Any]:
     if expanded_size(data) > MAX_YAML_VALUES:
         raise ConfigError(f"{path}: {ALIAS_BOMB_TEXT}", hint=ALIAS_BOMB_HINT)
     return data
-
-
-# What PyYAML's constructors let out, instead of a YAMLError, for a bad explicit tag ('!!int' alone, '!!bool x').
-BAD_TAG_ERRORS = (ValueError, IndexError, KeyError, AttributeError, TypeError, RecursionError)
-MAX_YAML_VALUES = 100_000
-"""Values a settings or pipeline file may hold with its aliases expanded: real ones hold hundreds, a bomb billions."""
-ALIAS_BOMB_TEXT = f"its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values, or a value contains itself"
-ALIAS_BOMB_HINT = "write the values out instead of repeating them with aliases"
-
-
-def expanded_size(data: Any) -> float:
-    """How many values ``data`` holds with shared lists and mappings counted each time (inf if one contains itself)."""
-    if not isinstance(data, (dict, list)):
-        return 1
-    sizes: dict[int, float] = {}
-    open_: set[int] = set()
-    stack: list[tuple[Any, bool]] = [(data, False)]
-    while stack:
-        item, done = stack.pop()
-        children = [c for c in (item.values() if isinstance(item, dict) else item) if isinstance(c, (dict, list))]
-        if done:
-            open_.discard(id(item))
-            sizes[id(item)] = 1 + len(item) - len(children) + sum(sizes[id(c)] for c in children)
-        elif id(item) in open_:
-            return math.inf
-        elif id(item) not in sizes:
-            open_.add(id(item))
-            stack.append((item, True))
-            stack.extend((c, False) for c in children)
-    return sizes[id(data)]
 
 
 def read_settings(path: Path) -> dict[str, Any]:

@@ -145,7 +145,13 @@ def folder_hash(folder: Path) -> str:
 def load_pipeline(name_or_dir: str) -> Pipeline:
     import yaml
 
-    from unfork.config import ALIAS_BOMB_HINT, ALIAS_BOMB_TEXT, BAD_TAG_ERRORS, MAX_YAML_VALUES, expanded_size
+    from unfork.yamlsafe import (
+        ALIAS_BOMB_HINT,
+        ALIAS_BOMB_TEXT,
+        BAD_TAG_ERRORS,
+        MAX_YAML_VALUES,
+        expanded_size,
+    )
 
     folder = resolve_folder(name_or_dir)
     where = folder / "pipeline.yaml"
